@@ -1,0 +1,38 @@
+package link
+
+import (
+	"math"
+	"time"
+
+	"github.com/avast/retry-go/v4"
+)
+
+// ReconnectBackoff is the schedule between reconnect attempts: Min, then
+// multiplied by Factor after each failure, never above Max.
+type ReconnectBackoff struct {
+	Min, Max time.Duration
+	Factor   float64
+}
+
+// Delay is the wait before attempt n+1 (n = 1 is the first wait).
+func (b ReconnectBackoff) Delay(n uint) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := float64(b.Min) * math.Pow(b.Factor, float64(n-1))
+	if d > float64(b.Max) || math.IsInf(d, 0) || math.IsNaN(d) {
+		return b.Max
+	}
+	return time.Duration(d)
+}
+
+// delayType adapts the schedule to retry-go, which only doubles on its own. Once
+// the link is offline it waits the maximum delay, as the predecessor's users expect.
+func (b ReconnectBackoff) delayType(offline func() bool) retry.DelayTypeFunc {
+	return func(n uint, _ error, _ *retry.Config) time.Duration {
+		if offline() {
+			return b.Max
+		}
+		return b.Delay(n)
+	}
+}

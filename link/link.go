@@ -1,0 +1,263 @@
+// Package link owns the serial line to the meter and its lifecycle: it opens the
+// port, serialises requests, notices loss at once and reconnects with backoff.
+package link
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/avast/retry-go/v4"
+	"go.bug.st/serial/enumerator"
+
+	"github.com/em340-bridge/em340-bridge/meter"
+)
+
+// ErrNotOnline is returned by Do while the link is not online.
+var ErrNotOnline = errors.New("serial link is not online")
+
+// Prover checks that the meter answers and is the expected one; the link calls
+// it after every open and is online only once it succeeds. An error matching
+// meter.ErrWrongMeter still brings the link online, with CauseWrongMeter.
+type Prover func(ctx context.Context, r meter.Reader) error
+
+// Config sets up a Link.
+type Config struct {
+	Device       string // path, by-id link or usb:VID:PID[:SERIAL]
+	Serial       Serial
+	Backoff      ReconnectBackoff
+	OfflineAfter time.Duration // reconnecting → offline
+	MinGap       time.Duration // quiet time after a reply before the next query (EM340: 40 ms)
+	MaxNoAnswer  int           // consecutive unanswered requests that mean the meter is gone (EM340: 2–3)
+	Prove        Prover
+	OnChange     func(Status) // called, in order, on every state or cause change; must not block
+	Logger       *slog.Logger
+
+	open      func(path string, s Serial, logger *slog.Logger) (port, error) // nil: openModbus
+	enumerate func() ([]*enumerator.PortDetails, error)                      // nil: the system's
+}
+
+// Link is the serial link to one meter. Create it with New, run it with Run,
+// and read through Do.
+type Link struct {
+	cfg Config
+	log *slog.Logger
+	res resolver
+
+	session sync.Mutex // held by Do and by (re)connecting: a snapshot never meets a reopen
+
+	mu       sync.Mutex // guards what follows
+	port     port
+	online   bool
+	status   Status
+	lostAt   time.Time
+	outageID int       // bumped at every loss and recovery; stale offline timers check it
+	resolved string    // device node in use or last tried
+	lastIO   time.Time // end of the last request, for the inter-frame gap
+	noAnswer int       // consecutive unanswered requests
+
+	notify sync.Mutex // orders OnChange calls
+	lost   chan Cause // the request path reports loss to Run
+
+	everOnline   bool
+	offlineTimer *time.Timer
+}
+
+// New returns a link; nothing is opened until Run.
+func New(cfg Config) *Link {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.open == nil {
+		cfg.open = openModbus
+	}
+	if cfg.enumerate == nil {
+		cfg.enumerate = func() ([]*enumerator.PortDetails, error) { return enumerator.GetDetailedPortsList() }
+	}
+	if cfg.MaxNoAnswer < 1 {
+		cfg.MaxNoAnswer = 3
+	}
+	if cfg.Prove == nil {
+		cfg.Prove = func(context.Context, meter.Reader) error { return nil }
+	}
+	return &Link{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		res:    resolver{device: cfg.Device, enumerate: cfg.enumerate},
+		status: Status{State: Reconnecting, Cause: CauseStarting, Since: time.Now(), Device: cfg.Device},
+		lost:   make(chan Cause, 1),
+	}
+}
+
+// Status is the link's state now.
+func (l *Link) Status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.status
+}
+
+// Run keeps the link up until ctx is done, then closes the port. It returns
+// ctx's error, or an error if the device directory cannot be watched.
+func (l *Link) Run(ctx context.Context) error {
+	watch, err := newDirWatch()
+	if err != nil {
+		return fmt.Errorf("watch device directory: %w", err)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	defer func() {
+		stopWatch()
+		watching.Wait()
+		_ = watch.close()
+	}()
+	_, usb := parseUSB(l.cfg.Device)
+	watching.Go(func() { watch.run(watchCtx, l.paths, usb) })
+
+	defer l.stopOfflineTimer()
+	l.beginOutage(CauseStarting, "")
+	for {
+		err := retry.Do(func() error { return l.connect(ctx, watch) },
+			retry.Context(ctx),
+			retry.Attempts(0),
+			retry.DelayType(l.cfg.Backoff.delayType(l.isOffline)),
+			retry.MaxDelay(l.cfg.Backoff.Max),
+			retry.WithTimer(wakeTimer{ctx: ctx, wake: watch.appeared}),
+		)
+		if err != nil {
+			l.closePort()
+			return err
+		}
+		cause, detail, err := l.waitForLoss(ctx, watch)
+		if err != nil {
+			l.closePort()
+			return err
+		}
+		// Say so first: closing waits for a request in flight to time out.
+		l.beginOutage(cause, detail)
+		l.closePort()
+	}
+}
+
+// waitForLoss blocks while the link is online, until a request reports loss,
+// the device node vanishes, or ctx is done.
+func (l *Link) waitForLoss(ctx context.Context, watch *dirWatch) (Cause, string, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return CauseNone, "", ctx.Err()
+		case cause := <-l.lost:
+			return cause, "", nil
+		case <-watch.vanished:
+			if !l.stillPresent() {
+				return CauseAdapterMissing, "device node removed", nil
+			}
+		}
+	}
+}
+
+// Do runs fn with the meter reader while the link is online; a snapshot made of
+// several requests is never interleaved with a reconnect.
+func (l *Link) Do(ctx context.Context, fn func(r meter.Reader) error) error {
+	l.session.Lock()
+	defer l.session.Unlock()
+	l.mu.Lock()
+	p, online := l.port, l.online
+	l.mu.Unlock()
+	if !online {
+		return ErrNotOnline
+	}
+	return fn(reader{l: l, p: p})
+}
+
+// connect is one attempt: resolve, open, prove. It holds the session so no Do
+// runs against a half-open port.
+func (l *Link) connect(ctx context.Context, watch *dirWatch) error {
+	l.session.Lock()
+	defer l.session.Unlock()
+	l.drain()
+	path, err := l.res.resolve()
+	l.mu.Lock()
+	l.resolved = path
+	l.mu.Unlock()
+	if werr := watch.watch(l.res.watchDirs(path)); werr != nil {
+		l.log.Debug("cannot watch device directory", "err", werr)
+	}
+	if err != nil {
+		l.setCause(classifyOpen(err), err)
+		return err
+	}
+	p, err := l.cfg.open(path, l.cfg.Serial, l.log)
+	if err != nil {
+		l.setCause(classifyOpen(err), err)
+		return err
+	}
+	l.mu.Lock()
+	l.port, l.noAnswer = p, 0
+	l.mu.Unlock()
+	proveErr := l.cfg.Prove(ctx, reader{l: l, p: p})
+	if proveErr != nil && !errors.Is(proveErr, meter.ErrWrongMeter) {
+		l.closePort()
+		l.drain()
+		cause := CauseMeterSilent
+		if isAdapterGone(proveErr) && !l.stillPresent() {
+			cause = CauseAdapterMissing
+		}
+		l.setCause(cause, proveErr)
+		return proveErr
+	}
+	l.goOnline(proveErr)
+	return nil
+}
+
+// drain forgets a loss reported by a request that ran before this attempt.
+func (l *Link) drain() {
+	select {
+	case <-l.lost:
+	default:
+	}
+}
+
+func (l *Link) closePort() {
+	l.mu.Lock()
+	p := l.port
+	l.port, l.online = nil, false
+	l.mu.Unlock()
+	if p != nil {
+		if err := p.Close(); err != nil {
+			l.log.Debug("close port", "err", err)
+		}
+	}
+}
+
+func (l *Link) paths() (configured, resolved string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cfg.Device, l.resolved
+}
+
+func (l *Link) stillPresent() bool {
+	path, err := l.res.resolve()
+	if err != nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return path == l.resolved
+}
+
+func (l *Link) stopOfflineTimer() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.offlineTimer != nil {
+		l.offlineTimer.Stop()
+	}
+}
+
+func (l *Link) isOffline() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.status.State == Offline
+}

@@ -1,0 +1,51 @@
+package link
+
+import (
+	"log/slog"
+	"time"
+)
+
+// LinkState is what the link is doing, in the words Home Assistant shows.
+type LinkState string
+
+const (
+	Online       LinkState = "online"       // port open and the meter answering
+	Reconnecting LinkState = "reconnecting" // lost; retrying with backoff
+	Offline      LinkState = "offline"      // no success for Config.OfflineAfter; still retrying
+)
+
+// Cause says in a user's words why the link is in its state.
+type Cause string
+
+const (
+	CauseNone             Cause = ""
+	CauseStarting         Cause = "starting"
+	CauseAdapterMissing   Cause = "adapter missing"
+	CauseMeterSilent      Cause = "meter not answering"
+	CausePermissionDenied Cause = "permission denied"
+	CausePortBusy         Cause = "port busy"
+	CauseWrongMeter       Cause = "wrong meter"
+	CauseError            Cause = "error"
+)
+
+// Status is the link's state and history, as the rest of the program sees it.
+type Status struct {
+	State      LinkState
+	Cause      Cause
+	Detail     string        // the underlying error or hint, for logs and the UI
+	Since      time.Time     // when State or Cause last changed
+	Reconnects int           // successful reconnects after a loss
+	LastOutage time.Duration // length of the last completed outage
+	Device     string        // the device node in use or last tried, after resolution
+}
+
+// slogLevel: losing the link is worth a warning, giving up hope an error.
+func slogLevel(s LinkState) slog.Level {
+	switch s {
+	case Reconnecting:
+		return slog.LevelWarn
+	case Offline:
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
