@@ -12,4 +12,5 @@ require (
 	github.com/simonvetter/modbus v1.6.4 // indirect
 	go.bug.st/serial v1.8.0 // indirect
 	golang.org/x/sys v0.43.0 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

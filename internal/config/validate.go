@@ -1,0 +1,149 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	maxModbusTimeout = 10 * time.Second
+	// minPollInterval leaves room for one reading: a few Modbus round trips
+	// of ~50–100 ms each at 9600 baud.
+	minPollInterval = 500 * time.Millisecond
+)
+
+// validate checks c in place, normalising case-insensitive values, adding
+// the broker's default port, reading the password file and deriving the
+// client id. Problems go to k.
+func (c *Config) validate(k *checker) {
+	c.checkSerial(k)
+	c.checkMQTT(k)
+	c.checkTiming(k)
+
+	for _, t := range []struct{ name, topic string }{
+		{"EM340_MQTT_BASE_TOPIC", c.MQTTBaseTopic},
+		{"EM340_HA_DISCOVERY_PREFIX", c.HADiscoveryPrefix},
+		{"EM340_HA_STATUS_TOPIC", c.HAStatusTopic},
+	} {
+		if err := checkTopic(t.topic); err != nil {
+			k.fail(t.name, err)
+		}
+	}
+	if c.MQTTClientID == "" {
+		c.MQTTClientID = defaultClientID(c.MQTTBaseTopic)
+	}
+	k.check("EM340_MQTT_CLIENT_ID", utf8.ValidString(c.MQTTClientID) && !strings.ContainsFunc(c.MQTTClientID, unicode.IsControl), "not UTF-8 text without control characters")
+	k.check("EM340_DEVICE_ID", !strings.ContainsFunc(c.DeviceID, notIDRune), "has a character other than letters, digits, _ and -")
+
+	c.LogLevel = strings.ToLower(c.LogLevel)
+	k.check("EM340_LOG_LEVEL", slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "unknown level")
+	c.LogFormat = strings.ToLower(c.LogFormat)
+	k.check("EM340_LOG_FORMAT", slices.Contains([]string{"text", "json"}, c.LogFormat), "unknown format")
+	k.check("EM340_STATUS_FILE", filepath.IsAbs(c.StatusFile), "not an absolute path")
+}
+
+func (c *Config) checkSerial(k *checker) {
+	if strings.HasPrefix(c.SerialDevice, usbPrefix) {
+		if _, err := ParseUSBDevice(c.SerialDevice); err != nil {
+			k.fail("EM340_SERIAL_DEVICE", err)
+		}
+	} else {
+		// The device is not opened here: an adapter may be plugged in later,
+		// and the bridge keeps retrying.
+		k.check("EM340_SERIAL_DEVICE", filepath.IsAbs(c.SerialDevice), "not an absolute path or usb:VID:PID[:SERIAL]")
+	}
+	k.check("EM340_SERIAL_BAUD", slices.Contains([]int{9600, 19200, 38400, 57600, 115200}, c.SerialBaud), "unsupported baud rate")
+	c.SerialParity = strings.ToLower(c.SerialParity)
+	k.check("EM340_SERIAL_PARITY", slices.Contains([]string{"none", "even", "odd"}, c.SerialParity), "unknown parity")
+	k.check("EM340_SERIAL_STOP_BITS", c.SerialStopBits == 1 || c.SerialStopBits == 2, "unsupported number of stop bits")
+	k.check("EM340_MODBUS_ADDRESS", c.ModbusAddress >= 1 && c.ModbusAddress <= 247, "out of range")
+}
+
+func (c *Config) checkMQTT(k *checker) {
+	u, err := brokerURL(c.MQTTURL)
+	if err != nil {
+		k.fail("EM340_MQTT_URL", err)
+	} else {
+		c.MQTTURL = u.String()
+	}
+	// TLS settings with a plain-text URL are rejected rather than ignored:
+	// whoever set them expects an encrypted connection.
+	plain := err == nil && !isTLS(u.Scheme)
+	if c.MQTTCAFile != "" {
+		if plain {
+			k.fail("EM340_MQTT_CA_FILE", errors.New("set, but EM340_MQTT_URL is not mqtts:// or wss://"))
+		} else if _, err := loadCAs(c.MQTTCAFile); err != nil {
+			k.fail("EM340_MQTT_CA_FILE", err)
+		}
+	}
+	k.check("EM340_MQTT_INSECURE", !c.MQTTInsecure || !plain, "true, but EM340_MQTT_URL is not mqtts:// or wss://")
+
+	if c.MQTTPasswordFile == "" {
+		return
+	}
+	if c.MQTTPassword != "" {
+		k.fail("EM340_MQTT_PASSWORD_FILE", errors.New("set together with EM340_MQTT_PASSWORD"))
+		return
+	}
+	b, err := os.ReadFile(c.MQTTPasswordFile)
+	if err != nil {
+		k.fail("EM340_MQTT_PASSWORD_FILE", fmt.Errorf("cannot read: %w", err))
+		return
+	}
+	// Secrets written with echo or an editor end in a newline that is not
+	// part of the password.
+	c.MQTTPassword = Secret(strings.TrimRight(string(b), "\r\n"))
+	k.check("EM340_MQTT_PASSWORD_FILE", c.MQTTPassword != "", "the file is empty")
+}
+
+func (c *Config) checkTiming(k *checker) {
+	k.check("EM340_MODBUS_TIMEOUT", c.ModbusTimeout > 0 && c.ModbusTimeout <= maxModbusTimeout, "out of range")
+	k.check("EM340_POLL_INTERVAL", c.PollInterval >= minPollInterval, "too short")
+	k.check("EM340_RECONNECT_MIN_DELAY", c.ReconnectMinDelay > 0, "not positive")
+	if k.ok("EM340_RECONNECT_MIN_DELAY") {
+		k.check("EM340_RECONNECT_MAX_DELAY", c.ReconnectMaxDelay >= c.ReconnectMinDelay, "less than EM340_RECONNECT_MIN_DELAY")
+	}
+	k.check("EM340_RECONNECT_FACTOR", c.ReconnectFactor >= 1, "less than 1")
+	k.check("EM340_RECONNECT_FACTOR", !math.IsInf(c.ReconnectFactor, 1), "infinite")
+	k.check("EM340_OFFLINE_AFTER", c.OfflineAfter >= 0, "negative")
+
+	// A stall is only detectable once the longest legitimate pause between
+	// two cycles (a poll wait or a reconnect wait, plus a request timing
+	// out) has passed.
+	if k.ok("EM340_POLL_INTERVAL") && k.ok("EM340_RECONNECT_MAX_DELAY") && k.ok("EM340_MODBUS_TIMEOUT") {
+		pause := max(c.PollInterval, c.ReconnectMaxDelay) + c.ModbusTimeout
+		k.check("EM340_STALL_TIMEOUT", c.StallTimeout > pause, fmt.Sprintf("not longer than %v, the longest normal pause", pause))
+	}
+}
+
+// checkTopic accepts a topic the bridge can publish under and prefix.
+func checkTopic(t string) error {
+	switch {
+	case t == "":
+		return errors.New("empty")
+	case !utf8.ValidString(t) || strings.ContainsRune(t, 0):
+		return errors.New("not UTF-8 text without NUL")
+	case strings.ContainsAny(t, "+#"):
+		return errors.New("contains a wildcard (+ or #)")
+	case strings.HasPrefix(t, "$"):
+		// $-topics belong to the broker ($SYS) and are not matched by #.
+		return errors.New("starts with $")
+	case strings.HasPrefix(t, "/") || strings.HasSuffix(t, "/"):
+		return errors.New("starts or ends with /")
+	case strings.Contains(t, "//"):
+		return errors.New("has an empty level (//)")
+	}
+	return nil
+}
+
+func notIDRune(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
+}
