@@ -150,4 +150,3 @@ func settledGoroutines(limit int) int {
 	}
 	return n
 }
-
