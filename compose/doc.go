@@ -1,0 +1,2 @@
+// Package compose holds the docker compose deployment; its test loads it offline.
+package compose
