@@ -1,0 +1,265 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/brokertest"
+	"github.com/em340-bridge/em340-bridge/meter"
+	"github.com/em340-bridge/em340-bridge/meter/emsim"
+)
+
+func TestDiscoveryAndValues(t *testing.T) {
+	r := newRig(t, rigOptions{sim: emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021,
+		MeasurementMode: meter.MeasurementModeB, FirmwareVersion: 1, FirmwareRevision: 2, Static: true}})
+	bridgeCfg := r.ha.Wait(0, r.topics.BridgeConfig(), nil, wait)
+	meterCfg := r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	if !bridgeCfg.Retain || !meterCfg.Retain {
+		t.Error("discovery configs must be retained")
+	}
+	var dev struct {
+		Dev struct {
+			Identifiers []string `json:"identifiers"`
+			Model       string   `json:"model"`
+			SW          string   `json:"sw_version"`
+			Serial      string   `json:"serial_number"`
+			Via         string   `json:"via_device"`
+		} `json:"dev"`
+		Cmps map[string]map[string]any `json:"cmps"`
+	}
+	if err := json.Unmarshal([]byte(meterCfg.Payload), &dev); err != nil {
+		t.Fatal(err)
+	}
+	if dev.Dev.Model != "EM340" || dev.Dev.SW != "B2" || dev.Dev.Serial != "235411W" || dev.Dev.Via != "em340_bridge_em340" {
+		t.Errorf("meter device %+v", dev.Dev)
+	}
+	for _, reg := range meter.Registers() {
+		if _, ok := dev.Cmps[reg.Key]; !ok {
+			t.Errorf("no entity for %s", reg.Key)
+		}
+	}
+	if imp := dev.Cmps["energy_import"]; imp["device_class"] != "energy" || imp["state_class"] != "total_increasing" || imp["unit_of_measurement"] != "kWh" {
+		t.Errorf("energy_import entity %v", imp)
+	}
+
+	// Values equal what the simulator served, scaled by the register table.
+	state := r.state(0)
+	for _, reg := range meter.Registers() {
+		want := r.sim.Value(reg.Key)
+		if reg.FineAddr != 0 {
+			want = r.sim.FineValue(reg.Key)
+		}
+		got, ok := state[reg.Key]
+		if !ok {
+			t.Errorf("%s missing from state", reg.Key)
+			continue
+		}
+		if len(reg.Options) > 0 {
+			if got != reg.Options[int(want)] {
+				t.Errorf("%s = %v, want %v", reg.Key, got, reg.Options[int(want)])
+			}
+			continue
+		}
+		prec := reg.Precision(true)
+		if fmt.Sprintf("%.*f", prec, got.(float64)) != strconv.FormatFloat(want, 'f', prec, 64) {
+			t.Errorf("%s = %v, simulator served %v", reg.Key, got, want)
+		}
+	}
+	if state[discovery.KeyMeasurementMode] != "B" {
+		t.Errorf("measurement mode %v", state[discovery.KeyMeasurementMode])
+	}
+	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+}
+
+func TestUnplugMakesMeasurementsUnavailableAndReplugResumes(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	mark := r.ha.Mark()
+	if err := r.sim.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	lost := r.linkState(mark, "reconnecting")
+	if lost["cause"] != "adapter missing" {
+		t.Errorf("cause %v", lost["cause"])
+	}
+	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	time.Sleep(600 * time.Millisecond) // a poll interval or so: nothing may be published meanwhile
+	if m, _ := r.ha.Last(r.topics.MeterState()); m.At.After(time.Now().Add(-400 * time.Millisecond)) {
+		t.Errorf("a state was published while unplugged: %s", m.Payload)
+	}
+	mark = r.ha.Mark()
+	if err := r.sim.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	on := r.linkState(mark, "online")
+	if on["reconnects"] != 1.0 || on["last_outage_s"] == nil {
+		t.Errorf("link after replug %v", on)
+	}
+	r.state(mark)
+	avail := r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	stateMsg, _ := r.ha.Last(r.topics.MeterState())
+	if avail.At.Before(r.ha.Wait(mark, r.topics.MeterState(), nil, wait).At) {
+		t.Errorf("meter marked available before a fresh reading was published (%v < %v)", avail.At, stateMsg.At)
+	}
+}
+
+func TestStartedUnpluggedShowsBridgeAtOnce(t *testing.T) {
+	r := newRig(t, rigOptions{unplug: true})
+	r.ha.Wait(0, r.topics.BridgeConfig(), nil, wait)
+	r.linkState(0, "reconnecting")
+	time.Sleep(300 * time.Millisecond)
+	if _, ok := r.ha.Last(r.topics.MeterConfig()); ok {
+		t.Fatal("meter announced before it answered")
+	}
+	if err := r.sim.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	r.state(0)
+}
+
+func TestDeviceIDAnnouncesTheMeterAtOnce(t *testing.T) {
+	r := newRig(t, rigOptions{unplug: true, env: []string{"EM340_DEVICE_ID=kitchen"}})
+	topics, _ := discovery.NewTopics("em340", "homeassistant", "kitchen")
+	r.ha.Wait(0, topics.MeterConfig(), nil, wait)
+	r.ha.Wait(0, topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	if err := r.sim.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	r.ha.Wait(0, topics.MeterState(), nil, wait)
+	r.ha.Wait(0, topics.MeterAvailability(), brokertest.Equals("online"), wait)
+}
+
+func TestGlitchesAreNeverPublished(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	first := r.state(0)
+	total := first["energy_import"].(float64)
+	mark := r.ha.Mark()
+	r.sim.GlitchEnergy(2)
+	if err := r.sim.Sentinel("voltage_l2_n"); err != nil {
+		t.Fatal(err)
+	}
+	// Several snapshots pass with the glitches in place.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.sim.ClearSentinel()
+	r.state(r.ha.Mark()) // the bridge is still publishing
+	var seen int
+	for _, m := range r.ha.Messages()[mark:] {
+		if m.Topic != r.topics.MeterState() {
+			continue
+		}
+		seen++
+		var v map[string]any
+		if err := json.Unmarshal([]byte(m.Payload), &v); err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := v["energy_import"].(float64); ok && (e == 0 || e < total) {
+			t.Fatalf("glitch published: energy_import %v after %v", e, total)
+		}
+		if strings.Contains(m.Payload, "214748364") {
+			t.Fatalf("sentinel published: %s", m.Payload)
+		}
+	}
+	if seen < 3 {
+		t.Fatalf("only %d states during the glitches", seen)
+	}
+}
+
+func TestBrokerRestartRepublishes(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.state(0)
+	r.broker.Restart()
+	ha := brokertest.Subscribe(t, r.broker, "#") // the old subscriber died with the broker
+	ha.Wait(0, r.topics.BridgeConfig(), nil, wait)
+	ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	ha.Wait(0, r.topics.Link(), nil, wait)
+	ha.Wait(0, r.topics.MeterState(), nil, wait)
+}
+
+func TestHABirthRepublishesDiscovery(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	r.state(0)
+	mark := r.ha.Mark()
+	r.ha.Publish("homeassistant/status", "online", false)
+	r.ha.Wait(mark, r.topics.BridgeConfig(), nil, wait)
+	r.ha.Wait(mark, r.topics.MeterConfig(), nil, wait)
+	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+}
+
+func TestCleanShutdownPublishesOffline(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	mark := r.ha.Mark()
+	start := time.Now()
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("shutdown took %s; SIGTERM must end the bridge within two seconds", d)
+	}
+	m := r.ha.Wait(mark, r.topics.BridgeAvailability(), brokertest.Equals("offline"), wait)
+	if !m.Retain {
+		t.Error("offline not retained")
+	}
+}
+
+func TestStalledLoopExits(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var polls int
+	hook := func(ctx context.Context) {
+		polls++
+		if polls == 3 {
+			<-release // the poll loop hangs here, as on a wedged driver
+		}
+	}
+	r := newRig(t, rigOptions{hook: hook, env: []string{"EM340_STALL_TIMEOUT=2s"}})
+	select {
+	case err := <-r.done:
+		r.cancel = nil
+		if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), "poll") {
+			t.Fatalf("Run = %v, want a stalled poll loop", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("the watchdog did not stop a stalled bridge")
+	}
+}
+
+func TestHealthWhileReconnecting(t *testing.T) {
+	r := newRig(t, rigOptions{unplug: true, env: []string{"EM340_STALL_TIMEOUT=2s"}})
+	r.linkState(0, "reconnecting")
+	deadline := time.Now().Add(wait)
+	for {
+		st, err := CheckHealth(r.cfg.StatusFile, r.cfg.StallTimeout, time.Now())
+		if err == nil && st.MQTTConnected && st.Link == "reconnecting" {
+			break // healthy: a restart would not bring the adapter back
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health %+v, %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.broker.Stop()
+	time.Sleep(2500 * time.Millisecond) // the limit comes from the status file, not the checker's setting
+	if _, err := CheckHealth(r.cfg.StatusFile, time.Hour, time.Now()); err == nil || !strings.Contains(err.Error(), "MQTT") {
+		t.Fatalf("broker down for longer than the limit, health %v", err)
+	}
+	_ = r.stop()
+	if _, err := CheckHealth(r.cfg.StatusFile, time.Hour, time.Now().Add(3*time.Second)); err == nil {
+		t.Fatal("a bridge that stopped reporting is healthy")
+	}
+}

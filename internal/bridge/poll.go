@@ -1,0 +1,62 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/internal/config"
+	"github.com/em340-bridge/em340-bridge/link"
+	"github.com/em340-bridge/em340-bridge/meter"
+)
+
+// pollLoop reads a snapshot every poll interval, and at once when the link
+// comes back.
+type pollLoop struct {
+	cfg       config.Config
+	link      *link.Link
+	meter     *meter.Meter
+	pub       *publisher
+	linkUp    <-chan struct{}
+	beat      func()
+	before    func(context.Context)
+	onReading func(meter.Reading)
+	log       *slog.Logger
+	lastPoll  *atomic.Int64
+}
+
+func poll(ctx context.Context, p pollLoop) {
+	t := time.NewTicker(p.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		p.beat()
+		if p.before != nil {
+			p.before(ctx)
+		}
+		var reading meter.Reading
+		err := p.link.Do(ctx, func(r meter.Reader) error {
+			var err error
+			reading, err = p.meter.Read(ctx, r)
+			return err
+		})
+		p.lastPoll.Store(time.Now().UnixNano())
+		switch {
+		case err == nil:
+			p.pub.readingTaken(reading)
+			if p.onReading != nil {
+				p.onReading(reading)
+			}
+		case errors.Is(err, link.ErrNotOnline), errors.Is(err, context.Canceled):
+		default:
+			p.log.Warn("snapshot failed; nothing published", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.linkUp:
+		}
+	}
+}

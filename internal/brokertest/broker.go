@@ -1,0 +1,110 @@
+// Package brokertest runs a real Mosquitto broker for tests, on a free loopback
+// port, and records what a subscriber (Home Assistant's view) receives.
+package brokertest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/internal/testenv"
+)
+
+// Broker is a mosquitto child process.
+type Broker struct {
+	t    testing.TB
+	Port int
+	conf string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start runs mosquitto with persistence off (as a broker restart loses retained
+// messages) and stops it when the test ends.
+func Start(t testing.TB) *Broker {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/mosquitto"); serr != nil {
+			testenv.Missing(t, "mosquitto", "apt-get install -y mosquitto")
+		}
+		bin = "/usr/sbin/mosquitto"
+	}
+	dir, err := os.MkdirTemp("", "em340-mosquitto-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// mosquitto started as root drops to user mosquitto: its config must be readable.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{t: t, Port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf")}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", b.Port)
+	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.start(bin)
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// URL is the broker's address for EM340_MQTT_URL.
+func (b *Broker) URL() string { return "mqtt://127.0.0.1:" + strconv.Itoa(b.Port) }
+
+func (b *Broker) start(bin string) {
+	b.t.Helper()
+	b.cmd = exec.Command(bin, "-c", b.conf)
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatalf("start mosquitto: %v", err)
+	}
+	b.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(b.cmd, b.done)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", b.Port), 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-b.done:
+			b.t.Fatalf("mosquitto exited at start (port %d)", b.Port)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	b.t.Fatalf("mosquitto did not accept connections on %d", b.Port)
+}
+
+// Stop kills the broker and waits for it; safe to call twice.
+func (b *Broker) Stop() {
+	if b.cmd == nil {
+		return
+	}
+	_ = b.cmd.Process.Kill()
+	<-b.done
+	b.cmd = nil
+}
+
+// Restart stops the broker and starts a new one on the same port, losing every
+// retained message and session, as a broker without persistence does.
+func (b *Broker) Restart() {
+	b.t.Helper()
+	bin := b.cmd.Path
+	b.Stop()
+	b.start(bin)
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
