@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -10,18 +11,22 @@ import (
 	"github.com/em340-bridge/em340-bridge/addon"
 )
 
-// addonOptions is where the Supervisor writes the add-on's options.
-const addonOptions = "/data/options.json"
-
 // addonRun turns the add-on's options and the Supervisor's MQTT service into
 // EM340_* variables and runs the bridge with them: the bridge itself stays
 // configured only by environment.
-func addonRun(ctx context.Context, environ []string, stderr io.Writer) int {
+func addonRun(ctx context.Context, args, environ []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("addon", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	options := fs.String("options", "/data/options.json", "the add-on options the Supervisor wrote")
+	supervisor := fs.String("supervisor", addon.DefaultSupervisorURL, "the Supervisor API")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 	token := os.Getenv("SUPERVISOR_TOKEN")
 	if token == "" {
 		token = os.Getenv("HASSIO_TOKEN") // the legacy name, same value
 	}
-	vars, err := addon.Environ(ctx, addonOptions, addon.Supervisor{Token: token})
+	vars, err := addon.Environ(ctx, *options, addon.Supervisor{URL: *supervisor, Token: token})
 	if err != nil {
 		fmt.Fprintf(stderr, "em340-bridge addon: %v\n", err)
 		return 2

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,7 +55,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case "demo":
 		return demo(ctx, args, stdout, stderr)
 	case "addon":
-		return addonRun(ctx, environ, stderr)
+		return addonRun(ctx, args, environ, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, version)
 		return 0
@@ -72,6 +74,10 @@ func runBridge(ctx context.Context, environ []string, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	// goburrow/serial reports "could not restore setting" through the standard
+	// log package when it closes an unplugged adapter: expected, so debug.
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(slogWriter{log: log.With("component", "serial")})
 	for _, name := range config.UnknownVariables(environ) {
 		log.Warn("ignoring unknown variable (a typo?)", "variable", name)
 	}
@@ -110,3 +116,11 @@ func healthcheck(environ []string, stdout, stderr io.Writer) int {
 }
 
 var errNotYet = errors.New("not built yet")
+
+// slogWriter turns standard-library log lines into debug records.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/brokertest"
+	"github.com/em340-bridge/em340-bridge/meter/emsim"
+)
+
+// bridgeBinary is built once per test run: tests that need the will must kill
+// a real process, not `go run` (that would kill the go tool).
+var bridgeBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "em340-bridge-test-")
+	if err != nil {
+		panic(err)
+	}
+	bridgeBinary = filepath.Join(dir, "em340-bridge")
+	build := exec.Command("go", "build", "-o", bridgeBinary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		os.RemoveAll(dir)
+		panic("build em340-bridge: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestBadConfigurationNamesTheVariable(t *testing.T) {
+	dir := t.TempDir()
+	unreadable := filepath.Join(dir, "missing-secret")
+	tests := []struct {
+		env      string
+		variable string
+	}{
+		{"EM340_MODBUS_ADDRESS=999", "EM340_MODBUS_ADDRESS"},
+		{"EM340_SERIAL_BAUD=1234", "EM340_SERIAL_BAUD"},
+		{"EM340_MQTT_URL=http://broker:1883", "EM340_MQTT_URL"},
+		{"EM340_MQTT_URL=mqtt://", "EM340_MQTT_URL"},
+		{"EM340_MQTT_PASSWORD_FILE=" + unreadable, "EM340_MQTT_PASSWORD_FILE"},
+		{"EM340_SERIAL_PARITY=mark", "EM340_SERIAL_PARITY"},
+		{"EM340_POLL_INTERVAL=soon", "EM340_POLL_INTERVAL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.variable, func(t *testing.T) {
+			cmd := exec.Command(bridgeBinary)
+			cmd.Env = []string{tt.env, "EM340_MQTT_PASSWORD=hunter2-secret"}
+			if strings.Contains(tt.env, "PASSWORD_FILE") {
+				cmd.Env = []string{tt.env}
+			}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			start := time.Now()
+			err := cmd.Run()
+			if err == nil {
+				t.Fatal("exit 0 with a bad configuration")
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %s to reject the configuration", d)
+			}
+			if !strings.Contains(stderr.String(), tt.variable) {
+				t.Errorf("stderr does not name %s:\n%s", tt.variable, stderr.String())
+			}
+			if strings.Contains(stderr.String(), "hunter2") {
+				t.Errorf("the password leaked:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// bridgeProcess runs the built binary against a simulator and a broker.
+type bridgeProcess struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	topics discovery.Topics
+	ha     *brokertest.Subscriber
+	broker *brokertest.Broker
+	status string
+}
+
+func startBridge(t *testing.T) *bridgeProcess {
+	t.Helper()
+	broker := brokertest.Start(t)
+	ha := brokertest.Subscribe(t, broker, "#")
+	dir := t.TempDir()
+	device := filepath.Join(dir, "ttyUSB0")
+	sim := emsim.New(emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021, MeasurementMode: 1})
+	if err := sim.Start(device); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	p := &bridgeProcess{stderr: &bytes.Buffer{}, ha: ha, broker: broker, status: filepath.Join(dir, "status")}
+	p.cmd = exec.Command(bridgeBinary)
+	p.cmd.Env = []string{"EM340_SERIAL_DEVICE=" + device, "EM340_SERIAL_BAUD=115200", "EM340_POLL_INTERVAL=500ms",
+		"EM340_MQTT_URL=" + broker.URL(), "EM340_STATUS_FILE=" + p.status, "EM340_LOG_LEVEL=debug"}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("bridge log:\n%s", p.stderr.String())
+		}
+	})
+	p.topics, _ = discovery.NewTopics("em340", "homeassistant", "235411W")
+	ha.Wait(0, p.topics.MeterAvailability(), brokertest.Equals("online"), 20*time.Second)
+	return p
+}
+
+func TestSIGKILLLeavesTheWill(t *testing.T) {
+	p := startBridge(t)
+	mark := p.ha.Mark()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	m := p.ha.Wait(mark, p.topics.BridgeAvailability(), brokertest.Equals("offline"), 20*time.Second)
+	if !m.Retain {
+		t.Error("the will is not retained")
+	}
+	// A subscriber that comes later (HA restarting) also sees everything unavailable.
+	late := brokertest.Subscribe(t, p.broker, "em340/bridge/availability")
+	late.Wait(0, p.topics.BridgeAvailability(), brokertest.Equals("offline"), 20*time.Second)
+}
+
+func TestSIGTERMExitsCleanlyWithinTwoSeconds(t *testing.T) {
+	p := startBridge(t)
+	mark := p.ha.Mark()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := p.cmd.Wait()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if took > 2*time.Second {
+		t.Errorf("took %s to stop", took)
+	}
+	p.ha.Wait(mark, p.topics.BridgeAvailability(), brokertest.Equals("offline"), 20*time.Second)
+}
+
+func TestHealthcheckCommand(t *testing.T) {
+	p := startBridge(t)
+	health := func(statusFile string) (int, string) {
+		cmd := exec.Command(bridgeBinary, "healthcheck")
+		cmd.Env = []string{"EM340_STATUS_FILE=" + statusFile}
+		out, _ := cmd.CombinedOutput()
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, out := health(p.status)
+		if code == 0 && strings.Contains(out, "healthy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthcheck %d: %s", code, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, out := health(filepath.Join(t.TempDir(), "none")); code != 1 || !strings.Contains(out, "unhealthy") {
+		t.Fatalf("healthcheck without a bridge: %d %s", code, out)
+	}
+}
+
+func TestAddonCommandRejectsBadOptions(t *testing.T) {
+	options := filepath.Join(t.TempDir(), "options.json")
+	if err := os.WriteFile(options, []byte(`{"serial_device":"/dev/ttyUSB0","no_such_option":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	code := run([]string{"addon", "-options", options}, nil, &bytes.Buffer{}, &stderr)
+	if code == 0 || !strings.Contains(stderr.String(), "no_such_option") {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+}
+
+func TestWithVariablesReplacesEveryEM340Entry(t *testing.T) {
+	got := withVariables([]string{"PATH=/bin", "EM340_SERIAL_BAUD=19200", "TZ=UTC"}, []string{"EM340_SERIAL_BAUD=9600"})
+	want := []string{"PATH=/bin", "TZ=UTC", "EM340_SERIAL_BAUD=9600"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"frobnicate"}, nil, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage") {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+}
