@@ -3,9 +3,7 @@ package addon_test
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -16,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/em340-bridge/em340-bridge/internal/testenv"
 
 	"github.com/em340-bridge/em340-bridge/addon"
 	"github.com/em340-bridge/em340-bridge/internal/config"
@@ -58,11 +58,8 @@ func readYAML(t *testing.T, path string) map[string]any {
 }
 
 func TestConfigMatchesLinterSchema(t *testing.T) {
-	path := filepath.Join("..", "..", "shared", "ha", "addon-config.schema.json")
+	path := testenv.Shared(t, "ha/addon-config.schema.json")
 	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("../shared is missing (%s): the add-on linter's schema comes from the shared folder beside the repository", path)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,14 +2,14 @@ package discovery
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"testing"
+
+	"github.com/em340-bridge/em340-bridge/internal/testenv"
 
 	"github.com/em340-bridge/em340-bridge/meter"
 )
@@ -31,11 +31,8 @@ type haSensorRules struct {
 // the repo so that it has one owner. Absent when the project is cloned alone.
 func loadHASensorRules(t *testing.T) haSensorRules {
 	t.Helper()
-	path := filepath.Join("..", "..", "shared", "ha", "sensor_units.json")
+	path := testenv.Shared(t, "ha/sensor_units.json")
 	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("../shared is missing (project cloned alone): %s not found, cannot check payloads against HA's unit table", path)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
