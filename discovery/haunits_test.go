@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/em340-bridge/em340-bridge/internal/testenv"
-
 	"github.com/em340-bridge/em340-bridge/meter"
 )
 
