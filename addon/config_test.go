@@ -16,8 +16,8 @@ import (
 	"testing"
 
 	"github.com/em340-bridge/em340-bridge/addon"
-	"github.com/em340-bridge/em340-bridge/internal/testenv"
 	"github.com/em340-bridge/em340-bridge/internal/config"
+	"github.com/em340-bridge/em340-bridge/internal/testenv"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 )
