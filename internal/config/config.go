@@ -37,7 +37,7 @@ type Config struct {
 	HAStatusTopic     string `env:"EM340_HA_STATUS_TOPIC" envDefault:"homeassistant/status" allowed:"an MQTT topic without + or #, not starting with $ or /, not ending with /, without empty levels" doc:"Home Assistant's birth topic; the bridge re-announces its entities when HA comes online"`
 	DeviceID          string `env:"EM340_DEVICE_ID" allowed:"empty, or letters, digits, _ and -" doc:"the meter's identity in topics and Home Assistant; empty = the meter's serial number"`
 
-	ReconnectMinDelay time.Duration `env:"EM340_RECONNECT_MIN_DELAY" envDefault:"2s" allowed:"a duration > 0s" doc:"first wait before reconnecting to the meter or broker"`
+	ReconnectMinDelay time.Duration `env:"EM340_RECONNECT_MIN_DELAY" envDefault:"2s" allowed:"a duration > 0s" doc:"first wait before reopening the serial adapter after it was lost (the MQTT broker is retried on its own quick schedule)"`
 	ReconnectMaxDelay time.Duration `env:"EM340_RECONNECT_MAX_DELAY" envDefault:"60s" allowed:"a duration >= EM340_RECONNECT_MIN_DELAY" doc:"longest wait between reconnect attempts"`
 	ReconnectFactor   float64       `env:"EM340_RECONNECT_FACTOR" envDefault:"1.5" allowed:"a number >= 1" doc:"each failed attempt multiplies the wait by this"`
 	OfflineAfter      time.Duration `env:"EM340_OFFLINE_AFTER" envDefault:"5m" allowed:"a duration >= 0s" doc:"how long the meter may stay unreachable (reconnecting) before Home Assistant shows it offline"`
