@@ -12,7 +12,7 @@ type LinkState string
 const (
 	LinkOnline       LinkState = "online"       // the meter answers
 	LinkReconnecting LinkState = "reconnecting" // lost, retrying with backoff
-	LinkOffline      LinkState = "offline"      // lost, not retrying (e.g. shutting down)
+	LinkOffline      LinkState = "offline"      // lost for longer than EM340_OFFLINE_AFTER; still retrying
 )
 
 // linkStateOptions are the enum options, in the order HA lists them.
