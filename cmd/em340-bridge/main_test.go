@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/em340-bridge/em340-bridge/discovery"
 	"github.com/em340-bridge/em340-bridge/internal/brokertest"
+	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
+	"github.com/simonvetter/modbus"
 )
 
 // bridgeBinary is built once per test run: tests that need the will must kill
@@ -204,5 +208,47 @@ func TestUnknownCommand(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run([]string{"frobnicate"}, nil, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage") {
 		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+}
+
+func TestSimulateCommandServesAMeter(t *testing.T) {
+	device := filepath.Join(t.TempDir(), "ttyUSB0")
+	cmd := exec.Command(bridgeBinary, "simulate", "-device", device)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(out)
+	for printed := false; !printed; {
+		if !lines.Scan() {
+			t.Fatal("simulate ended without printing the device path")
+		}
+		printed = strings.Contains(lines.Text(), "EM340_SERIAL_DEVICE="+device)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	client, err := modbus.NewClient(&modbus.ClientConfiguration{URL: "rtu://" + device, Speed: 115200, StopBits: 1, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	model, err := client.ReadRegister(meter.AddrModelCode, modbus.HOLDING_REGISTER)
+	if err != nil || model != meter.ModelEM340 {
+		t.Fatalf("model code %d, %v", model, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("simulate after Ctrl-C: %v", err)
+	}
+	if _, err := os.Lstat(device); !os.IsNotExist(err) {
+		t.Errorf("device path left behind: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,5 +262,49 @@ func TestHealthWhileReconnecting(t *testing.T) {
 	_ = r.stop()
 	if _, err := CheckHealth(r.cfg.StatusFile, time.Hour, time.Now().Add(3*time.Second)); err == nil {
 		t.Fatal("a bridge that stopped reporting is healthy")
+	}
+}
+
+// Readings taken while the broker is down are dropped, not queued and replayed
+// as if they were current when it comes back.
+func TestReadingsDuringABrokerOutageAreNotReplayed(t *testing.T) {
+	id := meter.Identity{ModelCode: meter.ModelEM340, Serial: "235411W", Firmware: "B0", ProductionYear: 2021,
+		MeasurementMode: meter.MeasurementModeB, MaxWords: 50, FineEnergy: true}
+	readings := make(chan meter.Reading, 100)
+	var hold atomic.Bool
+	release := make(chan struct{})
+	hook := func(ctx context.Context) {
+		if hold.Load() {
+			select { // no reading until the test has seen the bridge reconnect
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	r := newRig(t, rigOptions{hook: hook, onReading: func(rd meter.Reading) { readings <- rd },
+		env: []string{"EM340_POLL_INTERVAL=3s", "EM340_STALL_TIMEOUT=1m"}})
+	r.state(0)
+	down := time.Now()
+	r.broker.Stop()
+	var during meter.Reading
+	for during.Time.Before(down.Add(200 * time.Millisecond)) {
+		select {
+		case during = <-readings: // taken while the bridge is cut off from the broker
+		case <-time.After(wait):
+			t.Fatal("no reading during the broker outage")
+		}
+	}
+	hold.Store(true)
+	r.broker.Restart()
+	ha := brokertest.Subscribe(t, r.broker, "#")
+	ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	time.Sleep(500 * time.Millisecond) // the reconnect's republishing is done
+	close(release)
+	ha.Wait(0, r.topics.MeterState(), nil, wait)
+	stale := string(discovery.State(during, id))
+	for _, m := range ha.Messages() {
+		if m.Topic == r.topics.MeterState() && m.Payload == stale {
+			t.Fatalf("the reading taken %s into the broker outage was published after it", during.Time.Sub(down).Round(time.Millisecond))
+		}
 	}
 }

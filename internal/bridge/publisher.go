@@ -46,6 +46,7 @@ type publisher struct {
 	meterOnline bool              // what HA is told about the measurement entities
 	reading     meter.Reading
 	hasReading  bool
+	readingLive bool // taken while the broker was connected
 }
 
 func newPublisher(cfg config.Config, origin discovery.Origin, log *slog.Logger, birthDelay func() time.Duration) (*publisher, error) {
@@ -142,6 +143,7 @@ func (p *publisher) setMeter(id meter.Identity) error {
 func (p *publisher) readingTaken(r meter.Reading) {
 	p.mu.Lock()
 	p.reading, p.hasReading, p.due.reading = r, true, true
+	p.readingLive = p.cm != nil
 	if !p.meterOnline && p.link.State == discovery.LinkOnline && p.meter != nil {
 		p.meterOnline, p.due.meterAvailability = true, true
 	}
@@ -184,9 +186,9 @@ func (p *publisher) flush(ctx context.Context) {
 		return // all of it is published again on connect
 	}
 	p.due = due{}
-	// A reading is current only for one poll interval; one taken while the
-	// broker was down is not replayed as if it were current.
-	fresh := p.hasReading && p.meterOnline && time.Since(p.reading.Time) < p.cfg.PollInterval
+	// A reading is current only for one poll interval, and one taken while the
+	// broker was down is never replayed as if it were current.
+	fresh := p.hasReading && p.readingLive && p.meterOnline && time.Since(p.reading.Time) < p.cfg.PollInterval
 	var msgs []discovery.Message
 	if d.all || d.bridgeConfig {
 		msgs = append(msgs, discovery.BridgeAvailability(p.bridge, true), discovery.BridgeDevice(p.bridge, p.origin).Message())

@@ -34,11 +34,12 @@ type rig struct {
 }
 
 type rigOptions struct {
-	env      []string // extra EM340_* settings
-	sim      emsim.Options
-	unplug   bool // start with the adapter unplugged
-	hook     func(context.Context)
-	noBridge bool
+	env       []string // extra EM340_* settings
+	sim       emsim.Options
+	unplug    bool // start with the adapter unplugged
+	hook      func(context.Context)
+	onReading func(meter.Reading)
+	noBridge  bool
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -82,19 +83,19 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Fatal(err)
 	}
 	if !o.noBridge {
-		r.start(o.hook)
+		r.start(o.hook, o.onReading)
 	}
 	return r
 }
 
-func (r *rig) start(hook func(context.Context)) {
+func (r *rig) start(hook func(context.Context), onReading func(meter.Reading)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("EM340_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	opts := Options{Config: r.cfg, Version: "test", Logger: log, beforePoll: hook,
+	opts := Options{Config: r.cfg, Version: "test", Logger: log, beforePoll: hook, OnReading: onReading,
 		BirthDelay: func() time.Duration { return 50 * time.Millisecond }}
 	go func() { r.done <- Run(ctx, opts) }()
 	r.t.Cleanup(func() { _ = r.stop() })

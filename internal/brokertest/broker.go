@@ -18,6 +18,7 @@ import (
 // Broker is a mosquitto child process.
 type Broker struct {
 	t    testing.TB
+	bin  string
 	Port int
 	conf string
 	cmd  *exec.Cmd
@@ -44,12 +45,12 @@ func Start(t testing.TB) *Broker {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{t: t, Port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf")}
+	b := &Broker{t: t, bin: bin, Port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf")}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", b.Port)
 	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b.start(bin)
+	b.start()
 	t.Cleanup(b.Stop)
 	return b
 }
@@ -57,9 +58,9 @@ func Start(t testing.TB) *Broker {
 // URL is the broker's address for EM340_MQTT_URL.
 func (b *Broker) URL() string { return "mqtt://127.0.0.1:" + strconv.Itoa(b.Port) }
 
-func (b *Broker) start(bin string) {
+func (b *Broker) start() {
 	b.t.Helper()
-	b.cmd = exec.Command(bin, "-c", b.conf)
+	b.cmd = exec.Command(b.bin, "-c", b.conf)
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start mosquitto: %v", err)
 	}
@@ -91,13 +92,12 @@ func (b *Broker) Stop() {
 	b.cmd = nil
 }
 
-// Restart stops the broker and starts a new one on the same port, losing every
-// retained message and session, as a broker without persistence does.
+// Restart stops the broker (if running) and starts a new one on the same port,
+// losing every retained message and session, as a broker without persistence does.
 func (b *Broker) Restart() {
 	b.t.Helper()
-	bin := b.cmd.Path
 	b.Stop()
-	b.start(bin)
+	b.start()
 }
 
 func freePort(t testing.TB) int {
