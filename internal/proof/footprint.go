@@ -1,0 +1,165 @@
+package proof
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/meter"
+	"github.com/em340-bridge/em340-bridge/meter/emsim"
+)
+
+// FootprintOptions set up a footprint run of the built binary.
+type FootprintOptions struct {
+	Duration time.Duration // how long the bridge runs after its first reading
+	Poll     time.Duration // EM340_POLL_INTERVAL
+	Baud     int           // line speed, with the simulator's wire timing
+	Latency  time.Duration // the simulated meter's answer latency
+	Sample   time.Duration // how often VmRSS is sampled
+	Progress func(elapsed time.Duration, st ProcStats)
+}
+
+// FootprintResult is what the kernel said about the bridge process.
+type FootprintResult struct {
+	BinaryBytes         int64
+	Duration            time.Duration // measured span, first reading to the last sample
+	RSSStart, RSSEnd    int64         // VmRSS after the first reading and at the end
+	RSSMax, HWM         int64         // largest sampled VmRSS; VmHWM at the end
+	CPU                 time.Duration // utime+stime over the measured span
+	CPUTotal            time.Duration // utime+stime since exec, including start-up
+	StateMessages       int           // state messages the subscriber got in the span
+	ExitCode            int           // after SIGTERM
+	Samples             int
+	StartupToFirstState time.Duration
+}
+
+// Footprint builds the binary, runs it against the simulator and Mosquitto,
+// and samples /proc/PID for o.Duration.
+func Footprint(ctx context.Context, o FootprintOptions) (res FootprintResult, err error) {
+	dir, err := os.MkdirTemp("", "em340-footprint-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "em340-bridge")
+	if res.BinaryBytes, err = BuildBridge(ctx, bin); err != nil {
+		return res, err
+	}
+	device := filepath.Join(dir, "ttyUSB0")
+	sim := emsim.New(emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021,
+		MeasurementMode: meter.MeasurementModeB, WireTiming: true, Baud: o.Baud, Latency: o.Latency})
+	if err := sim.Start(device); err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, sim.Close()) }()
+	broker, err := StartBroker()
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, broker.Stop()) }()
+	sub, err := Subscribe(ctx, broker.Addr(), "footprint-ha")
+	if err != nil {
+		return res, err
+	}
+	defer sub.Close()
+	topics, err := discovery.NewTopics("em340", "homeassistant", "235411W")
+	if err != nil {
+		return res, err
+	}
+
+	logFile, err := os.Create(filepath.Join(dir, "bridge.log"))
+	if err != nil {
+		return res, err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = []string{
+		"EM340_SERIAL_DEVICE=" + device,
+		fmt.Sprintf("EM340_SERIAL_BAUD=%d", o.Baud),
+		"EM340_POLL_INTERVAL=" + o.Poll.String(),
+		"EM340_MQTT_URL=" + broker.URL(),
+		"EM340_STATUS_FILE=" + filepath.Join(dir, "status"),
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	reaped := false
+	defer func() {
+		if !reaped {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	pid := cmd.Process.Pid
+
+	first, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = sub.Wait(first, 0, topics.MeterState(), nil)
+	cancel()
+	if err != nil {
+		return res, fmt.Errorf("the bridge published no reading: %w (log %s)", err, tail(logFile.Name()))
+	}
+	res.StartupToFirstState = time.Since(started)
+	begin, mark := time.Now(), sub.Mark()
+	st0, err := ReadProcStats(pid)
+	if err != nil {
+		return res, err
+	}
+	res.RSSStart, res.RSSMax = st0.RSS, st0.RSS
+	last := st0
+	for time.Since(begin) < o.Duration {
+		if err := waitCtx(ctx, min(o.Sample, o.Duration-time.Since(begin))); err != nil {
+			return res, err
+		}
+		st, err := ReadProcStats(pid)
+		if err != nil {
+			return res, fmt.Errorf("the bridge exited early: %w (log %s)", err, tail(logFile.Name()))
+		}
+		res.Samples++
+		res.RSSMax = max(res.RSSMax, st.RSS)
+		last = st
+		if o.Progress != nil {
+			o.Progress(time.Since(begin), st)
+		}
+	}
+	res.Duration = time.Since(begin)
+	res.RSSEnd, res.HWM, res.CPU, res.CPUTotal = last.RSS, last.HWM, last.CPU-st0.CPU, last.CPU
+	for _, m := range sub.Messages(mark) {
+		if m.Topic == topics.MeterState() {
+			res.StateMessages++
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return res, err
+	}
+	select {
+	case werr := <-exited:
+		reaped = true
+		res.ExitCode = cmd.ProcessState.ExitCode()
+		if werr != nil && res.ExitCode == 0 {
+			return res, werr
+		}
+	case <-time.After(10 * time.Second):
+		return res, errors.New("the bridge did not exit within 10 s of SIGTERM")
+	}
+	return res, nil
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}

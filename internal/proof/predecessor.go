@@ -1,0 +1,37 @@
+package proof
+
+import (
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/link"
+)
+
+// PredecessorBackoff is the predecessor's reconnect schedule: 2 s, ×1.5,
+// capped at 60 s, with no device watch to cut a wait short.
+var PredecessorBackoff = link.ReconnectBackoff{Min: 2 * time.Second, Max: time.Minute, Factor: 1.5}
+
+// ScheduleWait is how long a reconnect loop on schedule b, started at the
+// unplug, waits after a replug at outage before its next attempt: attempts
+// fall at the running sums of b's delays (their own duration is ignored,
+// which favours the schedule).
+func ScheduleWait(b link.ReconnectBackoff, outage time.Duration) time.Duration {
+	var at time.Duration
+	for n := uint(1); ; n++ {
+		at += b.Delay(n)
+		if at >= outage {
+			return at - outage
+		}
+	}
+}
+
+// CapReachedAfter is when the schedule's delay first reaches its cap.
+func CapReachedAfter(b link.ReconnectBackoff) time.Duration {
+	var at time.Duration
+	for n := uint(1); ; n++ {
+		d := b.Delay(n)
+		if d >= b.Max {
+			return at
+		}
+		at += d
+	}
+}

@@ -1,0 +1,228 @@
+package proof
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/link"
+)
+
+// Span is a range of durations a random timing is drawn from.
+type Span struct{ Min, Max time.Duration }
+
+func (s Span) draw(rng *rand.Rand) time.Duration {
+	if s.Max <= s.Min {
+		return s.Min
+	}
+	return s.Min + time.Duration(rng.Int64N(int64(s.Max-s.Min)))
+}
+
+// SoakOptions bound a soak. Every timing is drawn from its span with a
+// generator seeded by Seed, so a failing run can be repeated.
+type SoakOptions struct {
+	Cycles       int
+	Seed         uint64
+	Before       Span // online time before the unplug: lands anywhere in a poll cycle
+	Outage       Span // unplugged time
+	Mute         Span // meter silent after the replug, in cycles that mute
+	MuteEvery    int  // every MuteEvery-th cycle (counting from MuteEvery/2) mutes the meter; 0: never
+	RestartEvery int  // every RestartEvery-th cycle restarts the broker, while unplugged or after the replug at random; 0: never
+	Resume       time.Duration
+	Settle       time.Duration // longest wait for goroutines and fds to come back
+	Slack        Resources     // tolerated growth over the baseline
+	Progress     func(CycleReport)
+}
+
+// ShortSoak is the form CI runs: short timings, every check.
+func ShortSoak(seed uint64, cycles int) SoakOptions {
+	return SoakOptions{Cycles: cycles, Seed: seed,
+		Before: Span{0, 100 * time.Millisecond}, Outage: Span{5 * time.Millisecond, 100 * time.Millisecond},
+		Mute: Span{50 * time.Millisecond, 400 * time.Millisecond}, MuteEvery: 10, RestartEvery: 10,
+		Resume: 30 * time.Second, Settle: 5 * time.Second, Slack: Resources{Goroutines: 6, FDs: 3}}
+}
+
+// FullSoak is the long form: outages up to a second, mutes up to a second.
+func FullSoak(seed uint64, cycles int) SoakOptions {
+	o := ShortSoak(seed, cycles)
+	o.Before, o.Outage, o.Mute = Span{0, 500 * time.Millisecond}, Span{0, time.Second}, Span{50 * time.Millisecond, time.Second}
+	return o
+}
+
+// SoakEnv configures the in-process bridge of a soak: a quick line and quick
+// retries (the soak is about leaks and resumption, not about the schedule).
+func SoakEnv() []string {
+	return []string{
+		"EM340_SERIAL_BAUD=115200",
+		"EM340_MODBUS_TIMEOUT=100ms",
+		"EM340_POLL_INTERVAL=500ms",
+		"EM340_RECONNECT_MIN_DELAY=20ms",
+		"EM340_RECONNECT_MAX_DELAY=200ms",
+		"EM340_STALL_TIMEOUT=5s",
+	}
+}
+
+// CycleReport is what one cycle did and found.
+type CycleReport struct {
+	Cycle     int
+	Outage    time.Duration
+	Muted     time.Duration // 0: no mute
+	Restarted bool
+	Resume    time.Duration // end of the last disturbance to a fresh state message
+	Resources Resources     // after settling
+}
+
+// SoakResult sums a soak up.
+type SoakResult struct {
+	Seed               uint64
+	Cycles             int
+	Restarts, Mutes    int
+	Baseline, Worst    Resources
+	Resume             Summary
+	Elapsed            time.Duration
+	LinkReconnects     int
+	FailedCycle        int // 0 when every cycle passed
+	RigStartup, Closed time.Duration
+}
+
+// Soak runs o.Cycles unplug/replug cycles against the whole bridge in this
+// process, with broker restarts and meter mutes interleaved, checking after
+// each that a fresh state message arrives and that goroutines and fds do not
+// grow. The rig is closed before it returns.
+func Soak(ctx context.Context, o SoakOptions) (res SoakResult, err error) {
+	start := time.Now()
+	res.Seed = o.Seed
+	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9E3779B97F4A7C15))
+	rig, err := StartRig(ctx, RigOptions{Env: SoakEnv()})
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		t := time.Now()
+		if cerr := rig.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close rig: %w", cerr)
+		}
+		res.Closed, res.Elapsed = time.Since(t), time.Since(start)
+	}()
+	first, cancel := context.WithTimeout(ctx, o.Resume)
+	_, err = rig.Sub.Wait(first, 0, rig.Topics.MeterState(), nil)
+	cancel()
+	if err != nil {
+		return res, fmt.Errorf("first reading: %w", err)
+	}
+	res.RigStartup = time.Since(start)
+	var resumes []time.Duration
+	for i := 1; i <= o.Cycles; i++ {
+		rep, err := soakCycle(ctx, rig, rng, o, i)
+		if err != nil {
+			res.FailedCycle = i
+			return res, fmt.Errorf("cycle %d (seed %d): %w", i, o.Seed, err)
+		}
+		if i == 1 {
+			if res.Baseline, err = Baseline(ctx); err != nil {
+				return res, err
+			}
+			res.Worst = res.Baseline
+		} else {
+			if rep.Resources, err = Settle(ctx, res.Baseline, o.Slack, o.Settle); err != nil {
+				res.FailedCycle = i
+				return res, fmt.Errorf("cycle %d (seed %d): %w", i, o.Seed, err)
+			}
+			res.Worst.Goroutines = max(res.Worst.Goroutines, rep.Resources.Goroutines)
+			res.Worst.FDs = max(res.Worst.FDs, rep.Resources.FDs)
+		}
+		res.Cycles = i
+		if rep.Restarted {
+			res.Restarts++
+		}
+		if rep.Muted > 0 {
+			res.Mutes++
+		}
+		resumes = append(resumes, rep.Resume)
+		if o.Progress != nil {
+			o.Progress(rep)
+		}
+	}
+	res.Resume = Summarize(resumes)
+	res.LinkReconnects = rig.reconnects()
+	return res, nil
+}
+
+func soakCycle(ctx context.Context, rig *Rig, rng *rand.Rand, o SoakOptions, i int) (CycleReport, error) {
+	rep := CycleReport{Cycle: i, Outage: o.Outage.draw(rng), Restarted: o.RestartEvery > 0 && i%o.RestartEvery == 0}
+	if o.MuteEvery > 0 && i%o.MuteEvery == o.MuteEvery/2 {
+		rep.Muted = o.Mute.draw(rng)
+	}
+	restartWhileOut := rng.IntN(2) == 0
+	muteAfter := Span{0, 100 * time.Millisecond}.draw(rng)
+	rig.Sub.Trim()
+	rig.Forget()
+	if err := waitCtx(ctx, o.Before.draw(rng)); err != nil {
+		return rep, err
+	}
+	if err := rig.Sim.Unplug(); err != nil {
+		return rep, err
+	}
+	if rep.Restarted && restartWhileOut {
+		if err := restartBroker(ctx, rig); err != nil {
+			return rep, err
+		}
+	}
+	if err := waitCtx(ctx, rep.Outage); err != nil {
+		return rep, err
+	}
+	if err := rig.Sim.Replug(); err != nil {
+		return rep, err
+	}
+	if rep.Muted > 0 {
+		if err := waitCtx(ctx, muteAfter); err != nil {
+			return rep, err
+		}
+		rig.Sim.Mute(true)
+		err := waitCtx(ctx, rep.Muted)
+		rig.Sim.Mute(false)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if rep.Restarted && !restartWhileOut {
+		if err := restartBroker(ctx, rig); err != nil {
+			return rep, err
+		}
+	}
+	from, mark := time.Now(), rig.Sub.Mark()
+	wctx, cancel := context.WithTimeout(ctx, o.Resume)
+	defer cancel()
+	ev, err := rig.WaitReading(wctx, from)
+	if err != nil {
+		return rep, fmt.Errorf("readings did not resume: %w (link %+v)", err, rig.lastLink())
+	}
+	// A message that left before this reading reached the publisher may
+	// carry an older one: only a later arrival counts as fresh.
+	topic := rig.Topics.MeterState()
+	msg, err := rig.Sub.WaitFunc(wctx, mark, func(m Message) bool { return m.Topic == topic && !m.At.Before(ev.At) })
+	if err != nil {
+		return rep, fmt.Errorf("no fresh state message: %w", err)
+	}
+	rep.Resume = msg.At.Sub(from)
+	return rep, nil
+}
+
+func restartBroker(ctx context.Context, rig *Rig) error {
+	if err := rig.Broker.Restart(); err != nil {
+		return err
+	}
+	return rig.Sub.Reconnect(ctx)
+}
+
+func (r *Rig) lastLink() link.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.links) == 0 {
+		return link.Status{}
+	}
+	return r.links[len(r.links)-1].Status
+}
+
+func (r *Rig) reconnects() int { return r.lastLink().Reconnects }
