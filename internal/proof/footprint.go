@@ -38,6 +38,7 @@ type FootprintResult struct {
 	ExitCode            int           // after SIGTERM
 	Samples             int
 	StartupToFirstState time.Duration
+	Warnings            []string // WARN and ERROR lines of the bridge's log
 }
 
 // Footprint builds the binary, runs it against the simulator and Mosquitto,
@@ -139,6 +140,7 @@ func Footprint(ctx context.Context, o FootprintOptions) (res FootprintResult, er
 			res.StateMessages++
 		}
 	}
+	res.Warnings = warnings(logFile.Name())
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return res, err
 	}
@@ -162,4 +164,15 @@ func tail(path string) string {
 		s = s[len(s)-2000:]
 	}
 	return s
+}
+
+func warnings(path string) []string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			out = append(out, line)
+		}
+	}
+	return out
 }

@@ -46,6 +46,14 @@ func footprint(ctx context.Context, args []string, stdout, stderr io.Writer, hea
 		res.CPU, 100*res.CPU.Seconds()/res.Duration.Seconds())
 	fmt.Fprintf(stdout, "| CPU time since exec | %v |\n", res.CPUTotal)
 	fmt.Fprintf(stdout, "| exit code after SIGTERM | %d |\n", res.ExitCode)
+	fmt.Fprintf(stdout, "| WARN/ERROR lines in the bridge's log | %d |\n", len(res.Warnings))
+	for i, w := range res.Warnings {
+		if i == 5 {
+			fmt.Fprintf(stdout, "\n… and %d more\n", len(res.Warnings)-i)
+			break
+		}
+		fmt.Fprintf(stdout, "\n    %s\n", w)
+	}
 	return nil
 }
 
