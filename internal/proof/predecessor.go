@@ -7,8 +7,11 @@ import (
 )
 
 // PredecessorBackoff is the predecessor's reconnect schedule: 2 s, ×1.5,
-// capped at 60 s, with no device watch to cut a wait short.
-var PredecessorBackoff = link.ReconnectBackoff{Min: 2 * time.Second, Max: time.Minute, Factor: 1.5}
+// capped at 60 s, with no device watch to cut a wait short. It is also the
+// bridge's default (EM340_RECONNECT_*).
+func PredecessorBackoff() link.ReconnectBackoff {
+	return link.ReconnectBackoff{Min: 2 * time.Second, Max: time.Minute, Factor: 1.5}
+}
 
 // ScheduleWait is how long a reconnect loop on schedule b, started at the
 // unplug, waits after a replug at outage before its next attempt: attempts

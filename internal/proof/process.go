@@ -81,9 +81,6 @@ func ModuleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// BuildFlags are the release build's flags (as in the Dockerfile).
-var buildFlags = []string{"build", "-trimpath", "-ldflags", "-s -w"}
-
 // BuildBridge builds ./cmd/em340-bridge the way the image does into out and
 // returns its size in bytes.
 func BuildBridge(ctx context.Context, out string) (int64, error) {
@@ -91,7 +88,8 @@ func BuildBridge(ctx context.Context, out string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.CommandContext(ctx, "go", append(buildFlags, "-o", out, "./cmd/em340-bridge")...)
+	// The release build's flags, as in the Dockerfile.
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./cmd/em340-bridge")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {

@@ -12,11 +12,13 @@ import (
 
 // RecoveryOptions set up the replug and detection trials.
 type RecoveryOptions struct {
-	Trials  int
-	Outage  time.Duration
-	Backoff link.ReconnectBackoff // the bridge's EM340_RECONNECT_*
-	Seed    uint64                // places each unplug in the poll cycle
+	Trials int
+	Outage time.Duration
+	Seed   uint64 // places each unplug in the poll cycle
 }
+
+// RecoveryBaud is the line speed of the trials: the meter's factory setting.
+const RecoveryBaud = 9600
 
 // Trial is one unplug/replug as measured.
 type Trial struct {
@@ -29,11 +31,11 @@ type Trial struct {
 	Predecessor time.Duration // its backoff's wait after the replug, unscaled schedule
 }
 
-// RecoveryEnv is the bridge's configuration for the trials: 9600 baud (the
-// meter's factory setting), a 1 s poll and the given backoff.
+// RecoveryEnv is the bridge's configuration for the trials: RecoveryBaud, a
+// 1 s poll and the given backoff.
 func RecoveryEnv(b link.ReconnectBackoff) []string {
 	return []string{
-		"EM340_SERIAL_BAUD=9600",
+		fmt.Sprintf("EM340_SERIAL_BAUD=%d", RecoveryBaud),
 		"EM340_POLL_INTERVAL=1s",
 		"EM340_RECONNECT_MIN_DELAY=" + b.Min.String(),
 		"EM340_RECONNECT_MAX_DELAY=" + b.Max.String(),
@@ -43,10 +45,10 @@ func RecoveryEnv(b link.ReconnectBackoff) []string {
 }
 
 // RecoverySim is the simulated meter of the trials: a current EM340 with
-// wire timing at 9600 baud and latency of answer.
+// wire timing at RecoveryBaud and the given answer latency.
 func RecoverySim(latency time.Duration) emsim.Options {
 	return emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021, MeasurementMode: 1,
-		WireTiming: true, Baud: 9600, Latency: latency}
+		WireTiming: true, Baud: RecoveryBaud, Latency: latency}
 }
 
 // MeasureRecovery runs the trials against rig (its bridge configured with
@@ -110,8 +112,8 @@ func recoveryTrial(ctx context.Context, rig *Rig, rng *rand.Rand, outage, latenc
 		}
 	}
 	tr.Requests = len(before)
-	tr.Wire = LogLimit(before, 9600, latency, MeterGap)
-	tr.Predecessor = ScheduleWait(PredecessorBackoff, tr.Outage)
+	tr.Wire = LogLimit(before, RecoveryBaud, latency, MeterGap)
+	tr.Predecessor = ScheduleWait(PredecessorBackoff(), tr.Outage)
 	return tr, nil
 }
 

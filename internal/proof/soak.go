@@ -75,15 +75,14 @@ type CycleReport struct {
 
 // SoakResult sums a soak up.
 type SoakResult struct {
-	Seed               uint64
-	Cycles             int
-	Restarts, Mutes    int
-	Baseline, Worst    Resources
-	Resume             Summary
-	Elapsed            time.Duration
-	LinkReconnects     int
-	FailedCycle        int // 0 when every cycle passed
-	RigStartup, Closed time.Duration
+	Seed            uint64
+	Cycles          int
+	Restarts, Mutes int
+	Baseline, Worst Resources
+	Resume          Summary
+	Elapsed         time.Duration
+	LinkReconnects  int
+	FailedCycle     int // 0 when every cycle passed
 }
 
 // Soak runs o.Cycles unplug/replug cycles against the whole bridge in this
@@ -99,11 +98,10 @@ func Soak(ctx context.Context, o SoakOptions) (res SoakResult, err error) {
 		return res, err
 	}
 	defer func() {
-		t := time.Now()
 		if cerr := rig.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close rig: %w", cerr)
 		}
-		res.Closed, res.Elapsed = time.Since(t), time.Since(start)
+		res.Elapsed = time.Since(start)
 	}()
 	first, cancel := context.WithTimeout(ctx, o.Resume)
 	_, err = rig.Sub.Wait(first, 0, rig.Topics.MeterState(), nil)
@@ -111,7 +109,6 @@ func Soak(ctx context.Context, o SoakOptions) (res SoakResult, err error) {
 	if err != nil {
 		return res, fmt.Errorf("first reading: %w", err)
 	}
-	res.RigStartup = time.Since(start)
 	var resumes []time.Duration
 	for i := 1; i <= o.Cycles; i++ {
 		rep, err := soakCycle(ctx, rig, rng, o, i)

@@ -11,16 +11,14 @@ import (
 // byte; a read request is 8 bytes, its reply 5+2n, an exception reply 5; the
 // master leaves at least 40 ms after a reply before the next query.
 const (
-	BitsPerByte       = 10
-	RequestBytes      = 8
-	ExceptionBytes    = 5
-	MeterGap          = 40 * time.Millisecond
-	replyOverhead     = 5 // address, function, byte count, CRC
-	echoReplyBytes    = 8 // functions 06 and 08 echo the request
-	fcReadHolding     = 0x03
-	fcReadInput       = 0x04
-	defaultBenchBaud  = 9600
-	defaultBenchDelay = 5 * time.Millisecond
+	BitsPerByte    = 10
+	RequestBytes   = 8
+	ExceptionBytes = 5
+	MeterGap       = 40 * time.Millisecond
+	replyOverhead  = 5 // address, function, byte count, CRC
+	echoReplyBytes = 8 // functions 06 and 08 echo the request
+	fcReadHolding  = 0x03
+	fcReadInput    = 0x04
 )
 
 // WireTime is how long n bytes take on the line at baud.

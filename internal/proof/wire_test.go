@@ -51,13 +51,13 @@ func TestScheduleWait(t *testing.T) {
 		{5*time.Second + time.Millisecond, 4500*time.Millisecond - time.Millisecond},
 		{10 * time.Second, 6250 * time.Millisecond},
 	} {
-		if got := ScheduleWait(PredecessorBackoff, tc.outage); got != tc.want {
+		if got := ScheduleWait(PredecessorBackoff(), tc.outage); got != tc.want {
 			t.Errorf("outage %v: wait %v, want %v", tc.outage, got, tc.want)
 		}
 	}
 	scaled := link.ReconnectBackoff{Min: 100 * time.Millisecond, Max: 3 * time.Second, Factor: 1.5}
-	if got := CapReachedAfter(scaled) * 20; got != CapReachedAfter(PredecessorBackoff) {
-		t.Errorf("scaled cap at %v ×20, unscaled at %v", CapReachedAfter(scaled), CapReachedAfter(PredecessorBackoff))
+	if got := CapReachedAfter(scaled) * 20; got != CapReachedAfter(PredecessorBackoff()) {
+		t.Errorf("scaled cap at %v ×20, unscaled at %v", CapReachedAfter(scaled), CapReachedAfter(PredecessorBackoff()))
 	}
 }
 

@@ -36,10 +36,10 @@ func recovery(ctx context.Context, args []string, stdout, stderr io.Writer, head
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	scaled := link.ReconnectBackoff{Min: proof.PredecessorBackoff.Min / time.Duration(*scale),
-		Max: proof.PredecessorBackoff.Max / time.Duration(*scale), Factor: proof.PredecessorBackoff.Factor}
+	scaled := link.ReconnectBackoff{Min: proof.PredecessorBackoff().Min / time.Duration(*scale),
+		Max: proof.PredecessorBackoff().Max / time.Duration(*scale), Factor: proof.PredecessorBackoff().Factor}
 	sets := []*outageSet{
-		{name: "short", outage: *short, backoff: proof.PredecessorBackoff},
+		{name: "short", outage: *short, backoff: proof.PredecessorBackoff()},
 		{name: "long", outage: *long, backoff: scaled},
 	}
 	var latencies []time.Duration
@@ -53,8 +53,7 @@ func recovery(ctx context.Context, args []string, stdout, stderr io.Writer, head
 		}
 		if err == nil {
 			fmt.Fprintf(stderr, "recovery: %d trials of %v outages\n", *trials, set.outage)
-			set.trials, err = proof.MeasureRecovery(ctx, rig, proof.RecoveryOptions{Trials: *trials, Outage: set.outage,
-				Backoff: set.backoff, Seed: *seed}, *latency)
+			set.trials, err = proof.MeasureRecovery(ctx, rig, proof.RecoveryOptions{Trials: *trials, Outage: set.outage, Seed: *seed}, *latency)
 		}
 		if cerr := rig.Close(); err == nil && cerr != nil {
 			err = cerr
@@ -95,7 +94,7 @@ func printRecovery(w io.Writer, sets []*outageSet, latency time.Duration, scale 
 			met = "**missed**"
 		}
 		scaledPred := "—"
-		if s.backoff != proof.PredecessorBackoff {
+		if s.backoff != proof.PredecessorBackoff() {
 			scaledPred = proof.Secs(proof.ScheduleWait(s.backoff, s.outage))
 		}
 		fmt.Fprintf(w, "| %v (%s) | %v ×%g, cap %v (cap reached %s after the unplug) | %d | %s / %s | %s | %s | %s | %s (median of trials; worst %s) | %s |\n",
@@ -106,7 +105,7 @@ func printRecovery(w io.Writer, sets []*outageSet, latency time.Duration, scale 
 	equiv := long.outage * time.Duration(scale)
 	fmt.Fprintf(w, "\nThe long outages run on the default schedule divided by %d; the same outage unscaled is %v, beyond the unscaled cap (reached %s after the unplug), where the predecessor waits %s after the replug. "+
 		"The predecessor's wait depends on where the replug falls between its attempts: past the cap, anything from 0 to 60 s, 30 s on average.\n",
-		scale, equiv, proof.Secs(proof.CapReachedAfter(proof.PredecessorBackoff)), proof.Secs(proof.ScheduleWait(proof.PredecessorBackoff, equiv)))
+		scale, equiv, proof.Secs(proof.CapReachedAfter(proof.PredecessorBackoff())), proof.Secs(proof.ScheduleWait(proof.PredecessorBackoff(), equiv)))
 }
 
 func printDetection(w io.Writer, sets []*outageSet) {

@@ -18,7 +18,7 @@ func restart(ctx context.Context, args []string, stdout, stderr io.Writer, heade
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	rig, err := proof.StartRig(ctx, proof.RigOptions{Sim: proof.RecoverySim(*latency), Env: proof.RecoveryEnv(proof.PredecessorBackoff)})
+	rig, err := proof.StartRig(ctx, proof.RigOptions{Sim: proof.RecoverySim(*latency), Env: proof.RecoveryEnv(proof.PredecessorBackoff())})
 	if err != nil {
 		return err
 	}
