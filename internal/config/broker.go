@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // defaultPort is the usual broker port for scheme; Load adds it to a URL
@@ -48,6 +49,8 @@ func brokerURL(s string) (*url.URL, error) {
 		return nil, errors.New("has user:password@; use EM340_MQTT_USERNAME and EM340_MQTT_PASSWORD")
 	case u.Hostname() == "":
 		return nil, errors.New("no host")
+	case strings.Contains(u.Hostname(), ":") && net.ParseIP(u.Hostname()) == nil:
+		return nil, errors.New("a bracketed host that is not an IPv6 address")
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {

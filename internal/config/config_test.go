@@ -179,6 +179,7 @@ func TestInvalid(t *testing.T) {
 		{"EM340_MQTT_URL=broker.lan:1883", "EM340_MQTT_URL"},
 		{"EM340_MQTT_URL=mqtt://b:70000", "EM340_MQTT_URL"},
 		{"EM340_MQTT_URL=mqtt://u:p@b", "EM340_MQTT_URL"},
+		{"EM340_MQTT_URL=mqtt://[:]:1883", "EM340_MQTT_URL"},
 		{"EM340_MQTT_PASSWORD_FILE=" + filepath.Join(dir, "missing"), "EM340_MQTT_PASSWORD_FILE"},
 		{"EM340_MQTT_PASSWORD_FILE=" + dir, "EM340_MQTT_PASSWORD_FILE"},
 		{"EM340_MQTT_PASSWORD_FILE=" + empty, "EM340_MQTT_PASSWORD_FILE"},
@@ -197,6 +198,9 @@ func TestInvalid(t *testing.T) {
 		{"EM340_MQTT_INSECURE=true", "EM340_MQTT_INSECURE"},
 		{"EM340_MQTT_URL=mqtts://b EM340_MQTT_INSECURE=yes", "EM340_MQTT_INSECURE"},
 		{"EM340_DEVICE_ID=my.meter", "EM340_DEVICE_ID"},
+		{"EM340_DEVICE_ID=bridge", "EM340_DEVICE_ID"},
+		{"EM340_DEVICE_ID=bridge_em340", "EM340_DEVICE_ID"},
+		{"EM340_RECONNECT_MAX_DELAY=2562047h47m16s EM340_STALL_TIMEOUT=1h", "EM340_STALL_TIMEOUT"}, // the sum must not wrap
 		{"EM340_RECONNECT_MIN_DELAY=0s", "EM340_RECONNECT_MIN_DELAY"},
 		{"EM340_RECONNECT_MAX_DELAY=1s", "EM340_RECONNECT_MAX_DELAY"},
 		{"EM340_RECONNECT_FACTOR=0.5", "EM340_RECONNECT_FACTOR"},
@@ -253,5 +257,17 @@ func TestFieldErrorText(t *testing.T) {
 	const want = `EM340_MODBUS_ADDRESS="999": out of range; allowed: 1–247`
 	if err == nil || err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
+	}
+}
+
+func TestTopicsWithSurroundingSpaceAreRejected(t *testing.T) {
+	for _, v := range []string{"EM340_MQTT_BASE_TOPIC", "EM340_HA_DISCOVERY_PREFIX", "EM340_HA_STATUS_TOPIC"} {
+		for _, value := range []string{"   ", " em340", "em340\t"} {
+			_, err := Load([]string{v + "=" + value})
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Var != v {
+				t.Errorf("%s=%q: err %v", v, value, err)
+			}
+		}
 	}
 }

@@ -37,11 +37,14 @@ func (c *Config) validate(k *checker) {
 			k.fail(t.name, err)
 		}
 	}
-	if c.MQTTClientID == "" {
+	if c.MQTTClientID == "" && k.ok("EM340_MQTT_BASE_TOPIC") {
 		c.MQTTClientID = defaultClientID(c.MQTTBaseTopic)
 	}
 	k.check("EM340_MQTT_CLIENT_ID", utf8.ValidString(c.MQTTClientID) && !strings.ContainsFunc(c.MQTTClientID, unicode.IsControl), "not UTF-8 text without control characters")
 	k.check("EM340_DEVICE_ID", !strings.ContainsFunc(c.DeviceID, notIDRune), "has a character other than letters, digits, _ and -")
+	// The bridge's own topics live under <base>/bridge and its HA device is
+	// em340_bridge_<base>: a meter named like that would overwrite them.
+	k.check("EM340_DEVICE_ID", c.DeviceID != "bridge" && !strings.HasPrefix(c.DeviceID, "bridge_"), "is reserved for the bridge's own topics (bridge, bridge_…)")
 
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	k.check("EM340_LOG_LEVEL", slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "unknown level")
@@ -119,7 +122,12 @@ func (c *Config) checkTiming(k *checker) {
 	// two cycles (a poll wait or a reconnect wait, plus a request timing
 	// out) has passed.
 	if k.ok("EM340_POLL_INTERVAL") && k.ok("EM340_RECONNECT_MAX_DELAY") && k.ok("EM340_MODBUS_TIMEOUT") {
-		pause := max(c.PollInterval, c.ReconnectMaxDelay) + c.ModbusTimeout
+		pause := max(c.PollInterval, c.ReconnectMaxDelay)
+		if pause > math.MaxInt64-c.ModbusTimeout {
+			pause = math.MaxInt64 // no sum can be waited out; saturate rather than wrap
+		} else {
+			pause += c.ModbusTimeout
+		}
 		k.check("EM340_STALL_TIMEOUT", c.StallTimeout > pause, fmt.Sprintf("not longer than %v, the longest normal pause", pause))
 	}
 }
@@ -129,8 +137,10 @@ func checkTopic(t string) error {
 	switch {
 	case t == "":
 		return errors.New("empty")
-	case !utf8.ValidString(t) || strings.ContainsRune(t, 0):
-		return errors.New("not UTF-8 text without NUL")
+	case !utf8.ValidString(t) || strings.ContainsFunc(t, unicode.IsControl):
+		return errors.New("not UTF-8 text without control characters")
+	case strings.TrimSpace(t) != t:
+		return errors.New("starts or ends with white space")
 	case strings.ContainsAny(t, "+#"):
 		return errors.New("contains a wildcard (+ or #)")
 	case strings.HasPrefix(t, "$"):
