@@ -38,7 +38,9 @@ type publisher struct {
 
 	mu          sync.Mutex
 	cm          *autopaho.ConnectionManager // nil while the broker is down
-	brokerSince time.Time                   // when cm last changed
+	connected   context.Context             // done when this connection drops: a publish waiting for its ack gives up then
+	dropped     context.CancelFunc
+	brokerSince time.Time // when cm last changed
 	due         due
 	link        discovery.Link
 	identity    meter.Identity
@@ -77,6 +79,7 @@ func (p *publisher) signal() {
 func (p *publisher) brokerUp(cm *autopaho.ConnectionManager) {
 	p.mu.Lock()
 	p.cm, p.brokerSince, p.due.all = cm, time.Now(), true
+	p.connected, p.dropped = context.WithCancel(context.Background())
 	p.mu.Unlock()
 	p.log.Info("MQTT connected", "url", p.cfg.MQTTURL)
 	p.signal()
@@ -85,6 +88,9 @@ func (p *publisher) brokerUp(cm *autopaho.ConnectionManager) {
 func (p *publisher) brokerDown() {
 	p.mu.Lock()
 	p.cm, p.brokerSince = nil, time.Now()
+	if p.dropped != nil {
+		p.dropped()
+	}
 	p.mu.Unlock()
 	p.log.Warn("MQTT connection lost", "url", p.cfg.MQTTURL)
 }
@@ -180,7 +186,7 @@ func (p *publisher) run(ctx context.Context, tick time.Duration, beat func()) {
 
 func (p *publisher) flush(ctx context.Context) {
 	p.mu.Lock()
-	cm, d := p.cm, p.due
+	cm, d, connected := p.cm, p.due, p.connected
 	if cm == nil {
 		p.mu.Unlock()
 		return // all of it is published again on connect
@@ -212,6 +218,17 @@ func (p *publisher) flush(ctx context.Context) {
 	}
 	p.mu.Unlock()
 
+	// Waiting for acknowledgements ends with the connection: what is left is
+	// published again, all of it, when the broker is back.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-connected.Done():
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	if d.all {
 		sctx, cancel := context.WithTimeout(ctx, publishTimeout)
 		if err := subscribeBirth(sctx, cm, p.cfg.HAStatusTopic); err != nil {
@@ -221,10 +238,10 @@ func (p *publisher) flush(ctx context.Context) {
 	}
 	for _, m := range msgs {
 		if err := publish(ctx, cm, m); err != nil {
-			p.log.Warn("MQTT publish failed", "topic", m.Topic, "err", err)
-			if errors.Is(err, autopaho.ConnectionDownError) {
-				return
+			if errors.Is(err, autopaho.ConnectionDownError) || connected.Err() != nil {
+				return // republished on reconnect
 			}
+			p.log.Warn("MQTT publish failed", "topic", m.Topic, "err", err)
 		}
 	}
 }
