@@ -28,18 +28,21 @@ type SoakOptions struct {
 	Outage       Span // unplugged time
 	Mute         Span // meter silent after the replug, in cycles that mute
 	MuteEvery    int  // every MuteEvery-th cycle (counting from MuteEvery/2) mutes the meter; 0: never
-	RestartEvery int  // every RestartEvery-th cycle restarts the broker, while unplugged or after the replug at random; 0: never
-	Resume       time.Duration
-	Settle       time.Duration // longest wait for goroutines and fds to come back
-	Slack        Resources     // tolerated growth over the baseline
-	Progress     func(CycleReport)
+	RestartEvery int  // every RestartEvery-th cycle restarts the broker, while unplugged or after the replug; 0: never
+	// AlternateRestarts places the restarts alternately while unplugged and
+	// after the replug instead of at random, which bounds the run time for CI.
+	AlternateRestarts bool
+	Resume            time.Duration
+	Settle            time.Duration // longest wait for goroutines and fds to come back
+	Slack             Resources     // tolerated growth over the baseline
+	Progress          func(CycleReport)
 }
 
 // ShortSoak is the form CI runs: short timings, every check.
 func ShortSoak(seed uint64, cycles int) SoakOptions {
 	return SoakOptions{Cycles: cycles, Seed: seed,
-		Before: Span{0, 100 * time.Millisecond}, Outage: Span{5 * time.Millisecond, 100 * time.Millisecond},
-		Mute: Span{50 * time.Millisecond, 400 * time.Millisecond}, MuteEvery: 10, RestartEvery: 10,
+		Before: Span{0, 50 * time.Millisecond}, Outage: Span{5 * time.Millisecond, 50 * time.Millisecond},
+		Mute: Span{50 * time.Millisecond, 400 * time.Millisecond}, MuteEvery: 10, RestartEvery: 10, AlternateRestarts: true,
 		Resume: 30 * time.Second, Settle: 5 * time.Second, Slack: Resources{Goroutines: 6, FDs: 3}}
 }
 
@@ -47,6 +50,7 @@ func ShortSoak(seed uint64, cycles int) SoakOptions {
 func FullSoak(seed uint64, cycles int) SoakOptions {
 	o := ShortSoak(seed, cycles)
 	o.Before, o.Outage, o.Mute = Span{0, 500 * time.Millisecond}, Span{0, time.Second}, Span{50 * time.Millisecond, time.Second}
+	o.AlternateRestarts = false
 	return o
 }
 
@@ -152,6 +156,9 @@ func soakCycle(ctx context.Context, rig *Rig, rng *rand.Rand, o SoakOptions, i i
 		rep.Muted = o.Mute.draw(rng)
 	}
 	restartWhileOut := rng.IntN(2) == 0
+	if o.AlternateRestarts && o.RestartEvery > 0 {
+		restartWhileOut = (i/o.RestartEvery)%2 == 0 // 2 of 5 in 50 cycles
+	}
 	muteAfter := Span{0, 100 * time.Millisecond}.draw(rng)
 	rig.Sub.Trim()
 	rig.Forget()

@@ -37,8 +37,8 @@ func soak(ctx context.Context, args []string, stdout, stderr io.Writer, header f
 	}
 	res, err := proof.Soak(ctx, o)
 	header()
-	fmt.Fprintf(stdout, "Seed %d. Timings: before unplug %v–%v, outage %v–%v, mute %v–%v every %dth cycle, broker restart every %dth cycle (while unplugged or after the replug, at random). Bridge settings: `%v`.\n\n",
-		*seed, o.Before.Min, o.Before.Max, o.Outage.Min, o.Outage.Max, o.Mute.Min, o.Mute.Max, o.MuteEvery, o.RestartEvery, proof.SoakEnv())
+	fmt.Fprintf(stdout, "Seed %d. Timings: before unplug %v–%v, outage %v–%v, mute %v–%v every %dth cycle, broker restart every %dth cycle (while unplugged or after the replug, %s). Bridge settings: `%v`.\n\n",
+		*seed, o.Before.Min, o.Before.Max, o.Outage.Min, o.Outage.Max, o.Mute.Min, o.Mute.Max, o.MuteEvery, o.RestartEvery, placement(o), proof.SoakEnv())
 	fmt.Fprintln(stdout, "| quantity | value |\n|---|---|")
 	fmt.Fprintf(stdout, "| cycles passed | %d of %d |\n", res.Cycles, *cycles)
 	fmt.Fprintf(stdout, "| broker restarts / meter mutes | %d / %d |\n", res.Restarts, res.Mutes)
@@ -51,4 +51,11 @@ func soak(ctx context.Context, args []string, stdout, stderr io.Writer, header f
 		fmt.Fprintf(stdout, "| **FAILED** | cycle %d: %v |\n", res.FailedCycle, err)
 	}
 	return err
+}
+
+func placement(o proof.SoakOptions) string {
+	if o.AlternateRestarts {
+		return "alternately"
+	}
+	return "at random"
 }
