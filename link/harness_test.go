@@ -63,7 +63,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if cfg.Backoff == (ReconnectBackoff{}) {
 		cfg.Backoff = ReconnectBackoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2}
 	}
-	cfg.MinGap = 2 * time.Millisecond
+	if cfg.MinGap == 0 {
+		cfg.MinGap = 2 * time.Millisecond
+	}
 	cfg.Prove = func(ctx context.Context, rd meter.Reader) error { _, err := m.Connect(ctx, rd); return err }
 	cfg.OnChange = func(s Status) { r.states <- s }
 	if os.Getenv("EM340_TEST_LOG") != "" {

@@ -40,6 +40,26 @@ func TestSnapshotTakesThePlannedRequests(t *testing.T) {
 	}
 }
 
+// The meter may ignore a query that comes less than 40 ms after its reply: no
+// request ever does. (A lower bound only: a slow machine can only widen gaps.)
+func TestRequestsKeepTheMetersGap(t *testing.T) {
+	const gap = 40 * time.Millisecond
+	r := newRig(t, rigOptions{cfg: Config{MinGap: gap}})
+	r.waitState(Online, CauseNone)
+	r.sim.ResetRequests()
+	r.mustRead()
+	r.mustRead()
+	reqs := r.sim.Requests()
+	if len(reqs) != 6 {
+		t.Fatalf("%d requests for two snapshots, want 6", len(reqs))
+	}
+	for i := 1; i < len(reqs); i++ {
+		if d := reqs[i].Time.Sub(reqs[i-1].Time); d < gap {
+			t.Errorf("request %d came %s after the previous one, less than the meter's %s", i, d, gap)
+		}
+	}
+}
+
 // Case 1: unplug for a while, replug.
 func TestUnplugReplug(t *testing.T) {
 	r := newRig(t, rigOptions{})
