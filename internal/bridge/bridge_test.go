@@ -308,3 +308,10 @@ func TestReadingsDuringABrokerOutageAreNotReplayed(t *testing.T) {
 		}
 	}
 }
+
+// TLS to the broker, verified against EM340_MQTT_CA_FILE.
+func TestTLSBroker(t *testing.T) {
+	r := newRig(t, rigOptions{tls: true})
+	r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	r.state(0)
+}

@@ -40,11 +40,21 @@ type rigOptions struct {
 	hook      func(context.Context)
 	onReading func(meter.Reading)
 	noBridge  bool
+	tls       bool // the bridge talks TLS to the broker (the subscriber stays on the plain listener)
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	r := &rig{t: t, broker: brokertest.Start(t), done: make(chan error, 1)}
+	r := &rig{t: t, done: make(chan error, 1)}
+	var brokerURL string
+	if o.tls {
+		r.broker = brokertest.StartTLS(t)
+		brokerURL = r.broker.TLSURL()
+		o.env = append(o.env, "EM340_MQTT_CA_FILE="+r.broker.CAFile)
+	} else {
+		r.broker = brokertest.Start(t)
+		brokerURL = r.broker.URL()
+	}
 	r.ha = brokertest.Subscribe(t, r.broker, "#")
 	dir := t.TempDir()
 	device := filepath.Join(dir, "ttyUSB0")
@@ -67,7 +77,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		"EM340_SERIAL_BAUD=115200",
 		"EM340_MODBUS_TIMEOUT=300ms",
 		"EM340_POLL_INTERVAL=500ms",
-		"EM340_MQTT_URL=" + r.broker.URL(),
+		"EM340_MQTT_URL=" + brokerURL,
 		"EM340_RECONNECT_MIN_DELAY=50ms",
 		"EM340_RECONNECT_MAX_DELAY=1s",
 		"EM340_STATUS_FILE=" + filepath.Join(dir, "status"),

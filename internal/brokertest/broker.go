@@ -20,14 +20,30 @@ type Broker struct {
 	t    testing.TB
 	bin  string
 	Port int
-	conf string
-	cmd  *exec.Cmd
-	done chan struct{}
+	// With StartTLS: the TLS listener's port and the CA that signed its certificate.
+	TLSPort int
+	CAFile  string
+	conf    string
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // Start runs mosquitto with persistence off (as a broker restart loses retained
 // messages) and stops it when the test ends.
 func Start(t testing.TB) *Broker {
+	t.Helper()
+	return start(t, "")
+}
+
+// StartTLS is Start with a second listener that speaks TLS with a certificate
+// for "localhost" signed by a CA made for the test; TLSURL and CAFile say
+// where. The plain listener stays for subscribers.
+func StartTLS(t testing.TB) *Broker {
+	t.Helper()
+	return start(t, "tls")
+}
+
+func start(t testing.TB, mode string) *Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -46,7 +62,14 @@ func Start(t testing.TB) *Broker {
 		t.Fatal(err)
 	}
 	b := &Broker{t: t, bin: bin, Port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf")}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", b.Port)
+	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous true\npersistence false\nlistener %d 127.0.0.1\n", b.Port)
+	if mode == "tls" {
+		b.TLSPort = freePort(t)
+		b.CAFile = filepath.Join(dir, "ca.pem")
+		cert, key := filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker.key")
+		writeCertificates(t, b.CAFile, cert, key)
+		conf += fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", b.TLSPort, b.CAFile, cert, key)
+	}
 	if err := os.WriteFile(b.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +80,9 @@ func Start(t testing.TB) *Broker {
 
 // URL is the broker's address for EM340_MQTT_URL.
 func (b *Broker) URL() string { return "mqtt://127.0.0.1:" + strconv.Itoa(b.Port) }
+
+// TLSURL is the TLS listener's address (StartTLS only).
+func (b *Broker) TLSURL() string { return "mqtts://localhost:" + strconv.Itoa(b.TLSPort) }
 
 func (b *Broker) start() {
 	b.t.Helper()
