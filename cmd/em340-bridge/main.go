@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	stdlog "log"
@@ -114,8 +113,6 @@ func healthcheck(environ []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "healthy: MQTT connected=%v, serial link %s\n", st.MQTTConnected, st.Link)
 	return 0
 }
-
-var errNotYet = errors.New("not built yet")
 
 // slogWriter turns standard-library log lines into debug records.
 type slogWriter struct{ log *slog.Logger }
