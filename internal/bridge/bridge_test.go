@@ -315,3 +315,32 @@ func TestTLSBroker(t *testing.T) {
 	r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
 	r.state(0)
 }
+
+// A different meter behind the adapter becomes a device of its own; the old
+// one goes unavailable instead of showing the new meter's values.
+func TestDifferentMeterBecomesItsOwnDevice(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.state(0)
+	if err := r.sim.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	r.sim.SetSerial("999999X")
+	mark := r.ha.Mark()
+	if err := r.sim.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := discovery.NewTopics("em340", "homeassistant", "999999X")
+	r.ha.Wait(mark, other.MeterConfig(), nil, wait)
+	r.ha.Wait(mark, other.MeterState(), nil, wait)
+	r.ha.Wait(mark, other.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	link := r.linkState(mark, "online")
+	if cause, _ := link["cause"].(string); !strings.Contains(cause, "wrong meter") || !strings.Contains(cause, "999999X") {
+		t.Errorf("link cause %q", cause)
+	}
+	for _, m := range r.ha.Messages()[mark:] {
+		if m.Topic == r.topics.MeterState() {
+			t.Fatalf("the new meter's values went to the old meter's device: %s", m.Payload)
+		}
+	}
+}
