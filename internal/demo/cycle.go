@@ -80,7 +80,7 @@ func (c *cycle) reading(at time.Time) (recovery, bool) {
 		return recovery{}, false
 	}
 	outage := c.pluggedAt.Sub(c.unpluggedAt)
-	r := recovery{outage: outage, took: at.Sub(c.pluggedAt), predecessor: waitAfterReplug(predecessor(), outage)}
+	r := recovery{outage: outage, took: at.Sub(c.pluggedAt), predecessor: predecessor().WaitAfterReplug(outage)}
 	c.results = append(c.results, r)
 	c.phase = pluggedIn
 	return r, true

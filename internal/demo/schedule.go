@@ -15,27 +15,6 @@ func predecessor() link.ReconnectBackoff {
 	return link.ReconnectBackoff{Min: 2 * time.Second, Max: time.Minute, Factor: 1.5}
 }
 
-// nextAttempt is when a retry loop following b makes its first attempt at or
-// after outage: attempts fall at 0 (the loss) and then after each wait of
-// b.Delay(1), b.Delay(2), … (0, 2, 5, 9.5, 16.25 s … for the predecessor).
-func nextAttempt(b link.ReconnectBackoff, outage time.Duration) time.Duration {
-	var at time.Duration
-	for n := uint(1); at < outage; n++ {
-		d := b.Delay(n)
-		if d <= 0 {
-			return outage // a schedule without waits retries all the time
-		}
-		at += d
-	}
-	return at
-}
-
-// waitAfterReplug is how long a retry loop following b sits idle after the
-// adapter comes back from an outage of that length, before it tries again.
-func waitAfterReplug(b link.ReconnectBackoff, outage time.Duration) time.Duration {
-	return nextAttempt(b, outage) - outage
-}
-
 // attemptTimes lists the first n attempt times of b, in seconds, for the
 // header ("0, 2, 5, 9.5, 16.3").
 func attemptTimes(b link.ReconnectBackoff, n int) string {

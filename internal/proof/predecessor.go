@@ -13,20 +13,6 @@ func PredecessorBackoff() link.ReconnectBackoff {
 	return link.ReconnectBackoff{Min: 2 * time.Second, Max: time.Minute, Factor: 1.5}
 }
 
-// ScheduleWait is how long a reconnect loop on schedule b, started at the
-// unplug, waits after a replug at outage before its next attempt: attempts
-// fall at the running sums of b's delays (their own duration is ignored,
-// which favours the schedule).
-func ScheduleWait(b link.ReconnectBackoff, outage time.Duration) time.Duration {
-	var at time.Duration
-	for n := uint(1); ; n++ {
-		at += b.Delay(n)
-		if at >= outage {
-			return at - outage
-		}
-	}
-}
-
 // CapReachedAfter is when the schedule's delay first reaches its cap.
 func CapReachedAfter(b link.ReconnectBackoff) time.Duration {
 	var at time.Duration

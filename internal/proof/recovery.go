@@ -113,7 +113,7 @@ func recoveryTrial(ctx context.Context, rig *Rig, rng *rand.Rand, outage, latenc
 	}
 	tr.Requests = len(before)
 	tr.Wire = LogLimit(before, RecoveryBaud, latency, MeterGap)
-	tr.Predecessor = ScheduleWait(PredecessorBackoff(), tr.Outage)
+	tr.Predecessor = PredecessorBackoff().WaitAfterReplug(tr.Outage)
 	return tr, nil
 }
 

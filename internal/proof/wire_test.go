@@ -51,7 +51,7 @@ func TestScheduleWait(t *testing.T) {
 		{5*time.Second + time.Millisecond, 4500*time.Millisecond - time.Millisecond},
 		{10 * time.Second, 6250 * time.Millisecond},
 	} {
-		if got := ScheduleWait(PredecessorBackoff(), tc.outage); got != tc.want {
+		if got := PredecessorBackoff().WaitAfterReplug(tc.outage); got != tc.want {
 			t.Errorf("outage %v: wait %v, want %v", tc.outage, got, tc.want)
 		}
 	}

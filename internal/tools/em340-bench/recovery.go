@@ -95,7 +95,7 @@ func printRecovery(w io.Writer, sets []*outageSet, latency time.Duration, scale 
 		}
 		scaledPred := "—"
 		if s.backoff != proof.PredecessorBackoff() {
-			scaledPred = proof.Secs(proof.ScheduleWait(s.backoff, s.outage))
+			scaledPred = proof.Secs(s.backoff.WaitAfterReplug(s.outage))
 		}
 		fmt.Fprintf(w, "| %v (%s) | %v ×%g, cap %v (cap reached %s after the unplug) | %d | %s / %s | %s | %s | %s | %s (median of trials; worst %s) | %s |\n",
 			s.outage, s.name, s.backoff.Min, s.backoff.Factor, s.backoff.Max, proof.Secs(proof.CapReachedAfter(s.backoff)), len(s.trials),
@@ -105,7 +105,7 @@ func printRecovery(w io.Writer, sets []*outageSet, latency time.Duration, scale 
 	equiv := long.outage * time.Duration(scale)
 	fmt.Fprintf(w, "\nThe long outages run on the default schedule divided by %d; the same outage unscaled is %v, beyond the unscaled cap (reached %s after the unplug), where the predecessor waits %s after the replug. "+
 		"The predecessor's wait depends on where the replug falls between its attempts: past the cap, anything from 0 to 60 s, 30 s on average.\n",
-		scale, equiv, proof.Secs(proof.CapReachedAfter(proof.PredecessorBackoff())), proof.Secs(proof.ScheduleWait(proof.PredecessorBackoff(), equiv)))
+		scale, equiv, proof.Secs(proof.CapReachedAfter(proof.PredecessorBackoff())), proof.Secs(proof.PredecessorBackoff().WaitAfterReplug(equiv)))
 }
 
 func printDetection(w io.Writer, sets []*outageSet) {
