@@ -33,7 +33,7 @@ type Subscriber struct {
 func Subscribe(t testing.TB, b *Broker, filter string) *Subscriber {
 	t.Helper()
 	s := &Subscriber{t: t, added: make(chan struct{}, 1)}
-	conn, err := net.Dial("tcp", b.URL()[len("mqtt://"):])
+	conn, err := net.Dial("tcp", b.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/brokertest"
 	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
@@ -60,11 +61,11 @@ func Footprint(ctx context.Context, o FootprintOptions) (res FootprintResult, er
 		return res, err
 	}
 	defer func() { err = errors.Join(err, sim.Close()) }()
-	broker, err := StartBroker()
+	broker, err := brokertest.StartProcess(false)
 	if err != nil {
 		return res, err
 	}
-	defer func() { err = errors.Join(err, broker.Stop()) }()
+	defer func() { err = errors.Join(err, broker.Close()) }()
 	sub, err := Subscribe(ctx, broker.Addr(), "footprint-ha")
 	if err != nil {
 		return res, err

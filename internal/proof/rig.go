@@ -12,6 +12,7 @@ import (
 
 	"github.com/em340-bridge/em340-bridge/discovery"
 	"github.com/em340-bridge/em340-bridge/internal/bridge"
+	"github.com/em340-bridge/em340-bridge/internal/brokertest"
 	"github.com/em340-bridge/em340-bridge/internal/config"
 	"github.com/em340-bridge/em340-bridge/link"
 	"github.com/em340-bridge/em340-bridge/meter"
@@ -44,7 +45,7 @@ type ReadingEvent struct {
 // it: the simulator on a pty, Mosquitto, and a subscriber in HA's place.
 type Rig struct {
 	Sim    *emsim.Sim
-	Broker *Broker
+	Broker *brokertest.Process
 	Sub    *Subscriber
 	Topics discovery.Topics // of the simulated meter
 	Config config.Config
@@ -80,7 +81,7 @@ func StartRig(ctx context.Context, o RigOptions) (_ *Rig, err error) {
 	if err := r.Sim.Start(device); err != nil {
 		return nil, err
 	}
-	if r.Broker, err = StartBroker(); err != nil {
+	if r.Broker, err = brokertest.StartProcess(false); err != nil {
 		return nil, err
 	}
 	if r.Sub, err = Subscribe(ctx, r.Broker.Addr(), "proof-ha"); err != nil {
@@ -211,7 +212,7 @@ func (r *Rig) Close() error {
 		r.Sub.Close()
 	}
 	if r.Broker != nil {
-		err = errors.Join(err, r.Broker.Stop())
+		err = errors.Join(err, r.Broker.Close())
 	}
 	if r.Sim != nil {
 		err = errors.Join(err, r.Sim.Close())
