@@ -56,7 +56,7 @@ func BridgeDevice(t Topics, origin Origin) DeviceConfig {
 		Device: Device{
 			Identifiers:  []string{id},
 			Name:         "EM340 bridge",
-			Manufacturer: originName,
+			Manufacturer: OriginName,
 			SWVersion:    origin.SWVersion,
 		},
 		Origin:       origin,

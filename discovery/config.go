@@ -7,8 +7,9 @@ import (
 	"slices"
 )
 
-// originName is how HA's log names the software behind the discovery messages.
-const originName = "em340-bridge"
+// OriginName is how HA's log names the software behind the discovery messages;
+// the bridge also recognises its own retained configs by it.
+const OriginName = "em340-bridge"
 
 // HA platform and option values used by both devices.
 const (
@@ -36,7 +37,7 @@ func NewOrigin(version, supportURL string) (Origin, error) {
 			return Origin{}, fmt.Errorf("discovery: support URL %q is not an absolute http(s) URL", supportURL)
 		}
 	}
-	return Origin{Name: originName, SWVersion: version, SupportURL: supportURL}, nil
+	return Origin{Name: OriginName, SWVersion: version, SupportURL: supportURL}, nil
 }
 
 // Device is the HA device block ("dev").
@@ -52,16 +53,22 @@ type Device struct {
 }
 
 // Availability is one entry of an availability list. Payloads are plain
-// online/offline, never templated.
+// online/offline; ValueTemplate, when set, turns the topic's payload into one
+// of them first (the link topic carries JSON).
 type Availability struct {
 	Topic               string `json:"topic"`
 	PayloadAvailable    string `json:"payload_available"`
 	PayloadNotAvailable string `json:"payload_not_available"`
+	ValueTemplate       string `json:"value_template,omitempty"`
 }
 
 func availableOn(topic string) Availability {
 	return Availability{Topic: topic, PayloadAvailable: PayloadOnline, PayloadNotAvailable: PayloadOffline}
 }
+
+// LinkOnlineTemplate reads the link topic's JSON as an availability payload:
+// online only while the serial link is online.
+const LinkOnlineTemplate = "{{ 'online' if value_json.state == 'online' else 'offline' }}"
 
 // Component is one entity of a device config ("cmps" entry). Every field but
 // Platform is omitted when empty, which is also how a component is removed
@@ -80,6 +87,9 @@ type Component struct {
 	Options                   []string `json:"options,omitempty"`
 	EntityCategory            string   `json:"entity_category,omitempty"`
 	ValueTemplate             string   `json:"value_template,omitempty"`
+	// ExpireAfter (seconds) makes HA show the entity unavailable when no state
+	// message arrived for that long: a frozen line never looks current.
+	ExpireAfter int `json:"expire_after,omitempty"`
 }
 
 // DeviceConfig is one device-based discovery payload: the device, the origin,
@@ -152,6 +162,17 @@ func entityIDs(deviceIdentifier, key string) (uniqueID, defaultEntityID string) 
 	return uniqueID, platformSensor + "." + entityObjectID(uniqueID)
 }
 
+// valueTemplate reads one field of a JSON payload that always carries it (the
+// link payload).
 func valueTemplate(key string) string { return "{{ value_json." + key + " }}" }
+
+// NumberTemplate reads a numeric field that a state message may lack (a value
+// rejected by validation): the empty string it renders then is what HA's
+// numeric sensors ignore without a warning, keeping the last good value.
+func NumberTemplate(key string) string { return "{{ value_json." + key + " | default('') }}" }
+
+// TextTemplate reads a text or enum field that a state message may lack: the
+// entity keeps its current state (an empty string would be an invalid option).
+func TextTemplate(key string) string { return "{{ value_json." + key + " | default(this.state) }}" }
 
 func precision(decimals int) *int { return &decimals }

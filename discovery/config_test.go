@@ -63,7 +63,7 @@ func TestAvailabilityMessages(t *testing.T) {
 
 func TestComponentRemoval(t *testing.T) {
 	topics := mustTopics(t, "em340", "homeassistant", "1")
-	current := MeterDevice(topics, testOrigin(t), testIdentity(), meter.Registers())
+	current := MeterDevice(topics, testOrigin(t), testIdentity(), meter.Registers(), testExpire)
 
 	// A previous version of the bridge published two keys this one no longer has.
 	previous := current.WithRemovedComponents()

@@ -9,11 +9,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/em340-bridge/em340-bridge/internal/testenv"
 	"github.com/em340-bridge/em340-bridge/meter"
 )
 
-// haSensorRules is the part of ../shared/ha/sensor_units.json the tests use: HA's
+// haSensorRules is the part of testdata/sensor_units.json the tests use: HA's
 // own DEVICE_CLASS_UNITS and DEVICE_CLASS_STATE_CLASSES for the classes we need.
 type haSensorRules struct {
 	StateClasses  []string `json:"state_classes"`
@@ -26,11 +25,11 @@ type haSensorRules struct {
 	} `json:"validation_behaviour"`
 }
 
-// loadHASensorRules reads the shared table at test time; it is not copied into
-// the repo so that it has one owner. Absent when the project is cloned alone.
+// loadHASensorRules reads HA's unit table (see testdata/README.md for where it
+// comes from and its licence).
 func loadHASensorRules(t *testing.T) haSensorRules {
 	t.Helper()
-	path := testenv.Shared(t, "ha/sensor_units.json")
+	path := filepath.Join("testdata", "sensor_units.json")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +62,7 @@ func fixtureConfigs(t *testing.T, f fixture) (Topics, []DeviceConfig) {
 	origin := testOrigin(t)
 	return topics, []DeviceConfig{
 		BridgeDevice(topics, origin),
-		MeterDevice(topics, origin, testIdentity(), meter.Registers()),
+		MeterDevice(topics, origin, testIdentity(), meter.Registers(), testExpire),
 	}
 }
 
@@ -266,8 +265,8 @@ func TestIDsAreUniqueAndValid(t *testing.T) {
 		}
 	}
 	// The same meter behind two bridges is the same HA device, so it keeps its ids.
-	a := MeterDevice(mustTopics(t, "em340", "homeassistant", "235411W"), testOrigin(t), testIdentity(), meter.Registers())
-	b := MeterDevice(mustTopics(t, "other", "ha", "235411W"), testOrigin(t), testIdentity(), meter.Registers())
+	a := MeterDevice(mustTopics(t, "em340", "homeassistant", "235411W"), testOrigin(t), testIdentity(), meter.Registers(), testExpire)
+	b := MeterDevice(mustTopics(t, "other", "ha", "235411W"), testOrigin(t), testIdentity(), meter.Registers(), testExpire)
 	if a.Components["power"].UniqueID != b.Components["power"].UniqueID {
 		t.Errorf("meter unique_id depends on the base topic: %q vs %q", a.Components["power"].UniqueID, b.Components["power"].UniqueID)
 	}

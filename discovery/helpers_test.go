@@ -3,9 +3,13 @@ package discovery
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/em340-bridge/em340-bridge/meter"
 )
+
+// testExpire is the freshness bound the tests configure: 17.5 s rounds up to 18.
+const testExpire = 17500 * time.Millisecond
 
 // sharedOptions are the root options of a device config that components
 // inherit unless they set their own (HA's SHARED_OPTIONS).

@@ -3,6 +3,7 @@ package discovery
 import (
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/em340-bridge/em340-bridge/meter"
 )
@@ -21,17 +22,22 @@ const manufacturerCarloGavazzi = "Carlo Gavazzi"
 // registers (the bridge passes meter.Registers()), keyed by Register.Key, plus
 // the identity diagnostics.
 //
-// Every component is available only while both the bridge and the meter link
-// are online (mode "all"), so a dead link or bridge shows as unavailable instead
-// of freezing the last value; availability and state topic sit at the root and
-// every component inherits them.
-func MeterDevice(t Topics, origin Origin, id meter.Identity, registers []meter.Register) DeviceConfig {
+// Every component is available only while the bridge, the serial link and the
+// meter are all online (mode "all"), so a dead bridge, link or meter shows as
+// unavailable instead of freezing the last value. The link's entry reads the
+// bridge's link topic, which does not depend on the meter's id: after a restart
+// with the meter unreachable, the previous run's entities are unavailable from
+// the bridge's first message on, before the meter's own topics are known.
+// expireAfter (rounded up to whole seconds; 0 = none) is the freshness bound: with
+// no state message for that long, HA shows the entities unavailable.
+func MeterDevice(t Topics, origin Origin, id meter.Identity, registers []meter.Register, expireAfter time.Duration) DeviceConfig {
 	meterID := t.MeterID()
+	expire := int((expireAfter + time.Second - 1) / time.Second)
 	components := make(map[string]Component, len(registers)+3)
 	newComponent := func(key, name string) Component {
 		uniqueID, entityID := entityIDs(meterID, key)
 		return Component{Platform: platformSensor, UniqueID: uniqueID, DefaultEntityID: entityID, Name: name,
-			ValueTemplate: valueTemplate(key)}
+			ValueTemplate: TextTemplate(key), ExpireAfter: expire}
 	}
 
 	for _, r := range registers {
@@ -45,6 +51,7 @@ func MeterDevice(t Topics, origin Origin, id meter.Identity, registers []meter.R
 			c.Unit, c.StateClass = "", ""
 		} else {
 			c.SuggestedDisplayPrecision = precision(r.Precision(id.FineEnergy))
+			c.ValueTemplate = NumberTemplate(r.Key)
 		}
 		if r.Diagnostic {
 			c.EntityCategory = categoryDiagnostic
@@ -88,9 +95,16 @@ func MeterDevice(t Topics, origin Origin, id meter.Identity, registers []meter.R
 		StateTopic: t.MeterState(),
 		Availability: []Availability{
 			availableOn(t.BridgeAvailability()),
+			linkOnline(t.Link()),
 			availableOn(t.MeterAvailability()),
 		},
 		AvailabilityMode: availabilityModeAll,
 		Components:       components,
 	}
+}
+
+func linkOnline(linkTopic string) Availability {
+	a := availableOn(linkTopic)
+	a.ValueTemplate = LinkOnlineTemplate
+	return a
 }

@@ -10,7 +10,7 @@ import (
 
 func TestMeterDeviceGolden(t *testing.T) {
 	topics := mustTopics(t, "em340", "homeassistant", "235411W")
-	cfg := MeterDevice(topics, testOrigin(t), testIdentity(), meter.Registers())
+	cfg := MeterDevice(topics, testOrigin(t), testIdentity(), meter.Registers(), testExpire)
 	msg := cfg.Message()
 	if msg.Topic != "homeassistant/device/em340_235411W/config" || !msg.Retain || msg.QoS != 1 {
 		t.Errorf("message = %q retain=%v qos=%d", msg.Topic, msg.Retain, msg.QoS)
@@ -44,26 +44,30 @@ func TestMeterDeviceGolden(t *testing.T) {
 	assertJSONEqual(t, "voltage_l1_n", got.Cmps["voltage_l1_n"], map[string]any{
 		"p": "sensor", "unique_id": "em340_235411W_voltage_l1_n", "default_entity_id": "sensor.em340_235411w_voltage_l1_n",
 		"name": "Voltage L1-N", "device_class": "voltage", "unit_of_measurement": "V", "state_class": "measurement",
-		"suggested_display_precision": 1.0, "value_template": "{{ value_json.voltage_l1_n }}",
+		"suggested_display_precision": 1.0, "value_template": "{{ value_json.voltage_l1_n | default('') }}",
+		"expire_after": 18.0,
 	})
 	assertJSONEqual(t, "power_factor", got.Cmps["power_factor"], map[string]any{
 		"p": "sensor", "unique_id": "em340_235411W_power_factor", "default_entity_id": "sensor.em340_235411w_power_factor",
 		"name": "Power factor", "device_class": "power_factor", "state_class": "measurement",
-		"suggested_display_precision": 3.0, "value_template": "{{ value_json.power_factor }}",
+		"suggested_display_precision": 3.0, "value_template": "{{ value_json.power_factor | default('') }}",
+		"expire_after": 18.0,
 	})
 	assertJSONEqual(t, "phase_sequence", got.Cmps["phase_sequence"], map[string]any{
 		"p": "sensor", "unique_id": "em340_235411W_phase_sequence", "default_entity_id": "sensor.em340_235411w_phase_sequence",
 		"name": "Phase sequence", "device_class": "enum", "options": []any{"L1-L2-L3", "L1-L3-L2"},
-		"entity_category": "diagnostic", "value_template": "{{ value_json.phase_sequence }}",
+		"entity_category": "diagnostic", "value_template": "{{ value_json.phase_sequence | default(this.state) }}",
+		"expire_after": 18.0,
 	})
 	assertJSONEqual(t, "measurement_mode", got.Cmps["measurement_mode"], map[string]any{
 		"p": "sensor", "unique_id": "em340_235411W_measurement_mode", "default_entity_id": "sensor.em340_235411w_measurement_mode",
 		"name": "Measurement mode", "device_class": "enum", "options": []any{"A", "B"},
-		"entity_category": "diagnostic", "value_template": "{{ value_json.measurement_mode }}",
+		"entity_category": "diagnostic", "value_template": "{{ value_json.measurement_mode | default(this.state) }}",
+		"expire_after": 18.0,
 	})
 	for _, key := range []string{"measuring_system", "wiring_status"} {
 		c := got.Cmps[key]
-		if c["entity_category"] != "diagnostic" || c["value_template"] != "{{ value_json."+key+" }}" {
+		if c["entity_category"] != "diagnostic" || c["value_template"] != TextTemplate(key) {
 			t.Errorf("%s: %v", key, c)
 		}
 		for _, numeric := range []string{"device_class", "unit_of_measurement", "state_class", "suggested_display_precision"} {
@@ -77,7 +81,7 @@ func TestMeterDeviceGolden(t *testing.T) {
 // TestEnergyDashboardSensors: HA's energy dashboard only offers energy +
 // total(_increasing) sensors for grid import and export.
 func TestEnergyDashboardSensors(t *testing.T) {
-	cfg := MeterDevice(mustTopics(t, "em340", "homeassistant", "1"), testOrigin(t), testIdentity(), meter.Registers())
+	cfg := MeterDevice(mustTopics(t, "em340", "homeassistant", "1"), testOrigin(t), testIdentity(), meter.Registers(), testExpire)
 	for _, key := range []string{"energy_import", "energy_export"} {
 		c, ok := cfg.Components[key]
 		if !ok {
@@ -89,13 +93,14 @@ func TestEnergyDashboardSensors(t *testing.T) {
 	}
 }
 
-// TestMeterAvailabilityNeedsBridgeAndLink: a meter value is only shown while
-// both the bridge and the meter link say online.
-func TestMeterAvailabilityNeedsBridgeAndLink(t *testing.T) {
+// TestMeterAvailabilityNeedsBridgeLinkAndMeter: a meter value is only shown
+// while the bridge, the serial link and the meter all say online; the link's
+// entry is the bridge's own link topic, known before the meter answers.
+func TestMeterAvailabilityNeedsBridgeLinkAndMeter(t *testing.T) {
 	topics := mustTopics(t, "em340", "homeassistant", "235411W")
-	cfg := MeterDevice(topics, testOrigin(t), testIdentity(), meter.Registers())
+	cfg := MeterDevice(topics, testOrigin(t), testIdentity(), meter.Registers(), testExpire)
 	d := decodeDevice(t, cfg.Message().Payload)
-	want := []string{topics.BridgeAvailability(), topics.MeterAvailability()}
+	want := []string{topics.BridgeAvailability(), topics.Link(), topics.MeterAvailability()}
 	for key, c := range d.components {
 		if got := availabilityTopics(t, c); !slices.Equal(got, want) {
 			t.Errorf("%s: availability %v, want %v", key, got, want)
@@ -111,8 +116,12 @@ func TestMeterAvailabilityNeedsBridgeAndLink(t *testing.T) {
 			if m["payload_available"] != "online" || m["payload_not_available"] != "offline" {
 				t.Errorf("%s: availability payloads %v", key, m)
 			}
-			if _, ok := m["value_template"]; ok {
-				t.Errorf("%s: availability has a template", key)
+			tpl, templated := m["value_template"]
+			switch {
+			case m["topic"] == topics.Link() && tpl != LinkOnlineTemplate:
+				t.Errorf("%s: link availability template %v, want %q", key, tpl, LinkOnlineTemplate)
+			case m["topic"] != topics.Link() && templated:
+				t.Errorf("%s: availability on %v has a template", key, m["topic"])
 			}
 		}
 	}
@@ -134,7 +143,7 @@ func TestMeterDevicePrecisionFollowsFineEnergy(t *testing.T) {
 	} {
 		id := testIdentity()
 		id.FineEnergy = tc.fine
-		c := MeterDevice(topics, testOrigin(t), id, meter.Registers()).Components[tc.key]
+		c := MeterDevice(topics, testOrigin(t), id, meter.Registers(), testExpire).Components[tc.key]
 		if c.SuggestedDisplayPrecision == nil || *c.SuggestedDisplayPrecision != tc.want {
 			t.Errorf("fine=%v %s: precision %v, want %d", tc.fine, tc.key, c.SuggestedDisplayPrecision, tc.want)
 		}
@@ -152,7 +161,7 @@ func TestIdentityKeysDoNotCollideWithRegisters(t *testing.T) {
 func TestMeterDeviceOmitsUnknownModelCode(t *testing.T) {
 	id := testIdentity()
 	id.ModelCode = 0
-	cfg := MeterDevice(mustTopics(t, "em340", "homeassistant", "1"), testOrigin(t), id, meter.Registers())
+	cfg := MeterDevice(mustTopics(t, "em340", "homeassistant", "1"), testOrigin(t), id, meter.Registers(), testExpire)
 	if cfg.Device.ModelID != "" {
 		t.Errorf("model_id %q for model code 0", cfg.Device.ModelID)
 	}

@@ -88,12 +88,12 @@ func TestStateKeysMatchComponents(t *testing.T) {
 	if err := json.Unmarshal(State(meter.Reading{Values: values}, testIdentity()), &state); err != nil {
 		t.Fatal(err)
 	}
-	cfg := MeterDevice(mustTopics(t, "em340", "homeassistant", "1"), testOrigin(t), testIdentity(), meter.Registers())
+	cfg := MeterDevice(mustTopics(t, "em340", "homeassistant", "1"), testOrigin(t), testIdentity(), meter.Registers(), testExpire)
 	if len(state) != len(cfg.Components) {
 		t.Errorf("state has %d keys, config %d components", len(state), len(cfg.Components))
 	}
 	for key := range state {
-		if c, ok := cfg.Components[key]; !ok || c.ValueTemplate != "{{ value_json."+key+" }}" {
+		if c, ok := cfg.Components[key]; !ok || (c.ValueTemplate != NumberTemplate(key) && c.ValueTemplate != TextTemplate(key)) {
 			t.Errorf("state key %q has no component reading it", key)
 		}
 	}

@@ -28,6 +28,7 @@ const (
 	meterGap        = 40 * time.Millisecond // the EM340's minimum pause after a reply
 	healthTick      = time.Second
 	shutdownTimeout = 1500 * time.Millisecond // SIGTERM to exit within two seconds
+	shutdownPublish = 700 * time.Millisecond  // of which telling HA "offline"
 )
 
 // Options configure Run.
@@ -132,9 +133,8 @@ func Run(ctx context.Context, opts Options) error {
 			before: opts.beforePoll, onReading: opts.OnReading, log: log, lastPoll: &lastPoll})
 	})
 	wg.Go(func() {
-		pub.run(work, healthTick, func() {
+		pub.run(work, healthTick, func(connected bool, since time.Time) {
 			pubBeat.beat()
-			connected, since := pub.broker()
 			st := HealthStatus{PID: os.Getpid(), Updated: time.Now(), MQTTConnected: connected, MQTTSince: since,
 				Link: string(linkState.Load().(link.LinkState)), LastPoll: time.Unix(0, lastPoll.Load()), StallTimeout: cfg.StallTimeout}
 			if err := writeStatus(cfg.StatusFile, st); err != nil {
@@ -148,14 +148,14 @@ func Run(ctx context.Context, opts Options) error {
 		log.Error("exiting so the bridge gets restarted", "err", runErr)
 	}
 
-	// Shut down in order: stop polling, tell HA, leave the broker, close the port.
+	// Shut down in order: stop polling and tell HA (the publisher does as it
+	// returns), leave the broker, close the port.
 	stopWork()
 	if runErr == nil {
 		wg.Wait() // a stalled loop may never return; don't wait for it then
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout-shutdownPublish)
 	defer cancel()
-	pub.shutdown(sctx)
 	if err := cm.Disconnect(sctx); err != nil {
 		log.Warn("MQTT disconnect", "err", err)
 	}

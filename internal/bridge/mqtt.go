@@ -2,7 +2,10 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"net/url"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -34,6 +37,9 @@ func mqttConfig(cfg config.Config, topics discovery.Topics, pub *publisher) (aut
 		return autopaho.ClientConfig{}, err
 	}
 	will := discovery.BridgeAvailability(topics, false)
+	configs := cfg.HADiscoveryPrefix + "/device/"
+	var gone chan struct{}         // closed when the current connection drops
+	var lastConnectErr atomic.Value // string; connect errors are logged once per change
 	c := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{server},
 		TlsCfg:                        tlsCfg,
@@ -43,20 +49,36 @@ func mqttConfig(cfg config.Config, topics discovery.Topics, pub *publisher) (aut
 		ConnectTimeout:                5 * time.Second,
 		WillMessage:                   &paho.WillMessage{Topic: will.Topic, Payload: will.Payload, QoS: will.QoS, Retain: will.Retain},
 		ConnectUsername:               cfg.MQTTUsername,
+		// autopaho calls these two in turn from one goroutine, never at once.
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			pub.brokerUp(cm)
+			gone = make(chan struct{})
+			lastConnectErr.Store("")
+			pub.brokerUp(cm, gone)
 		},
 		OnConnectionDown: func() bool {
+			if gone != nil {
+				close(gone) // a publish waiting for its ack gives up now
+				gone = nil
+			}
 			pub.brokerDown()
 			return true
 		},
-		OnConnectError: func(err error) { pub.log.Warn("MQTT connection failed", "url", cfg.MQTTURL, "err", err) },
+		OnConnectError: func(err error) {
+			if msg := err.Error(); lastConnectErr.Swap(msg) != msg {
+				pub.log.Warn("MQTT connection failed; retrying", "url", cfg.MQTTURL, "err", err, "hint", connectHint(err))
+			}
+		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: cfg.MQTTClientID,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 				func(pr paho.PublishReceived) (bool, error) {
-					if pr.Packet.Topic == cfg.HAStatusTopic && string(pr.Packet.Payload) == discovery.PayloadOnline {
-						pub.haBirth()
+					switch topic := pr.Packet.Topic; {
+					case topic == cfg.HAStatusTopic && string(pr.Packet.Payload) == discovery.PayloadOnline:
+						pub.haBirth(context.Background())
+					case pr.Packet.Retain && strings.HasPrefix(topic, configs) && strings.HasSuffix(topic, "/config"):
+						// Retain is set only on what the broker held before we
+						// subscribed; our own publications arrive without it.
+						pub.retainedConfig(topic, pr.Packet.Payload)
 					}
 					return true, nil
 				},
@@ -69,9 +91,15 @@ func mqttConfig(cfg config.Config, topics discovery.Topics, pub *publisher) (aut
 	return c, nil
 }
 
-// subscribeBirth subscribes to HA's birth topic; called on every connection,
-// since the session is not kept.
-func subscribeBirth(ctx context.Context, cm *autopaho.ConnectionManager, topic string) error {
-	_, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
-	return err
+// connectHint says what a user can do about a refused connection.
+func connectHint(err error) string {
+	var refused *autopaho.ConnackError
+	if errors.As(err, &refused) {
+		switch refused.ReasonCode {
+		case 0x86, 0x87, 0x04, 0x05: // bad user name or password, not authorized (v5 and v3 codes)
+			return "the broker refused the login: check EM340_MQTT_USERNAME and EM340_MQTT_PASSWORD (or EM340_MQTT_PASSWORD_FILE)"
+		}
+		return "the broker refused the connection"
+	}
+	return "is the broker running and EM340_MQTT_URL right?"
 }

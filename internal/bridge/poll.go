@@ -30,6 +30,7 @@ type pollLoop struct {
 func poll(ctx context.Context, p pollLoop) {
 	t := time.NewTicker(p.cfg.PollInterval)
 	defer t.Stop()
+	var failures failureLog
 	for {
 		p.beat()
 		if p.before != nil {
@@ -44,13 +45,14 @@ func poll(ctx context.Context, p pollLoop) {
 		p.lastPoll.Store(time.Now().UnixNano())
 		switch {
 		case err == nil:
+			failures.recovered(p.log)
 			p.pub.readingTaken(reading)
 			if p.onReading != nil {
 				p.onReading(reading)
 			}
 		case errors.Is(err, link.ErrNotOnline), errors.Is(err, context.Canceled):
 		default:
-			p.log.Warn("snapshot failed; nothing published", "err", err)
+			failures.failed(p.log, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -59,4 +61,28 @@ func poll(ctx context.Context, p pollLoop) {
 		case <-p.linkUp:
 		}
 	}
+}
+
+// failureLog logs failed snapshots once per change of reason, not at every
+// poll: a line that keeps failing the same way says so once, then at Debug.
+type failureLog struct {
+	run  int
+	last string
+}
+
+func (f *failureLog) failed(log *slog.Logger, err error) {
+	f.run++
+	if msg := err.Error(); msg != f.last {
+		f.last = msg
+		log.Warn("snapshot failed; nothing published", "err", err, "in_a_row", f.run)
+		return
+	}
+	log.Debug("snapshot failed; nothing published", "err", err, "in_a_row", f.run)
+}
+
+func (f *failureLog) recovered(log *slog.Logger) {
+	if f.run > 0 {
+		log.Info("snapshots succeed again", "failed_in_a_row", f.run)
+	}
+	*f = failureLog{}
 }

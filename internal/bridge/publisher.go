@@ -2,9 +2,11 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
-	"sync"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -16,39 +18,78 @@ import (
 	"github.com/em340-bridge/em340-bridge/meter"
 )
 
-const publishTimeout = 5 * time.Second
+// The Home Assistant contract: everything the bridge tells HA, when, and what
+// happens when a publish fails. All of it is QoS 1.
+//
+//	topic                              retained  content, when
+//	<base>/<old meter>/availability    yes       offline, for a meter replaced or left from a previous run
+//	<base>/<meter>/availability        yes       online only after a fresh reading, offline the moment the
+//	                                             link leaves online or no fresh reading came for the
+//	                                             freshness bound, and on shutdown
+//	<base>/bridge/link                 yes       the link's state, on every change
+//	<base>/bridge/availability         yes       online on connect; offline on shutdown and as the will
+//	<prefix>/device/<bridge>/config    yes       on connect and HA's birth
+//	<prefix>/device/<meter>/config     yes       once the meter is known; on connect and HA's birth
+//	clean-up of outdated configs       yes       after the retained configs seen on connect settle
+//	<base>/<meter>/state               no        each fresh reading while the meter is online
+//
+// The retained messages are a desired state, derived from what the bridge knows
+// and published in the order above; each is published until the broker
+// acknowledges it on the current connection, so a failed publish is retried,
+// never dropped, and a new connection (a broker without persistence has lost
+// them) publishes all of them again. Availability and the link come before the
+// configs and readings, so a restart with the meter unreachable turns the
+// previous run's entities unavailable with the first message. A reading is
+// never retried: one that could not be delivered at once is stale.
+const (
+	publishTimeout = 5 * time.Second
+	// configSettle is how long the retained discovery configs the broker sends
+	// on subscribing may take to arrive, before outdated ones are cleaned up.
+	configSettle = time.Second
+	inboxSize    = 256
+)
 
-// due marks what the next flush publishes. Everything is due after a broker
-// (re)connect, since a broker without persistence has lost the retained messages.
-type due struct {
-	all, bridgeConfig, meterConfig, link, meterAvailability, reading bool
-	replacedMeters                                                   []discovery.Topics
-}
-
-// publisher owns what Home Assistant sees. Other goroutines report events to it
-// (broker up, link change, identity, reading, HA birth); its loop publishes
-// them in order, so HA never gets a reading before the config that describes it.
+// publisher owns what Home Assistant sees. Other goroutines hand it events as
+// functions that its one goroutine (run) applies to the state it alone holds.
 type publisher struct {
 	log        *slog.Logger
 	cfg        config.Config
 	origin     discovery.Origin
 	bridge     discovery.Topics // bridge topics; the device id part is unused
 	birthDelay func() time.Duration
-	wake       chan struct{}
+	freshness  time.Duration // longest a reading counts as current in HA
+	inbox      chan func(*haState)
+}
 
-	mu          sync.Mutex
-	cm          *autopaho.ConnectionManager // nil while the broker is down
-	connected   context.Context             // done when this connection drops: a publish waiting for its ack gives up then
-	dropped     context.CancelFunc
-	brokerSince time.Time // when cm last changed
-	due         due
+// haState is what the bridge has told HA and what it should tell it. Only the
+// publisher's run goroutine touches it.
+type haState struct {
+	conn  *brokerConn // nil while the broker is down
+	since time.Time   // when conn last changed
+	acked map[string]string
+
 	link        discovery.Link
 	identity    meter.Identity
 	meter       *discovery.Topics // nil until the meter's id is known
-	meterOnline bool              // what HA is told about the measurement entities
-	reading     meter.Reading
-	hasReading  bool
-	readingLive bool // taken while the broker was connected
+	meterOnline bool
+	lastFresh   time.Time // when the last reading reached HA
+	staleLogged bool
+	retired     []discovery.Topics // meters whose entities must stay unavailable
+
+	reading    meter.Reading
+	readingDue bool
+
+	seenConfigs map[string][]byte // retained discovery configs found on connect
+	settleAt    time.Time
+	cleanup     []discovery.Message // removals, published in order until acknowledged
+	cleaned     string              // the meter config topic the clean-up last ran for
+}
+
+// brokerConn is one MQTT connection; gone is closed when it drops, so a
+// publish waiting for its acknowledgement gives up at once.
+type brokerConn struct {
+	cm   *autopaho.ConnectionManager
+	gone <-chan struct{}
 }
 
 func newPublisher(cfg config.Config, origin discovery.Origin, log *slog.Logger, birthDelay func() time.Duration) (*publisher, error) {
@@ -57,78 +98,66 @@ func newPublisher(cfg config.Config, origin discovery.Origin, log *slog.Logger, 
 		return nil, err
 	}
 	p := &publisher{log: log, cfg: cfg, origin: origin, bridge: bridgeTopics, birthDelay: birthDelay,
-		wake: make(chan struct{}, 1), brokerSince: time.Now(),
-		link: discovery.Link{State: discovery.LinkReconnecting, Cause: string(link.CauseStarting), Device: cfg.SerialDevice}}
+		freshness: Freshness(cfg), inbox: make(chan func(*haState), inboxSize)}
 	if cfg.DeviceID != "" {
-		// Named by configuration: announce the meter at once, as the EM340 it
-		// is expected to be, and complete it when the meter first answers.
-		if err := p.setMeter(meter.Identity{ModelCode: meter.ModelEM340}); err != nil {
+		if _, err := discovery.NewTopics(cfg.MQTTBaseTopic, cfg.HADiscoveryPrefix, cfg.DeviceID); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
 }
 
-func (p *publisher) signal() {
+// Freshness is how long a reading counts as current: three polls missed in a
+// row, plus one request timing out. HA's expire_after and the bridge's own
+// check on the meter's availability both use it.
+func Freshness(cfg config.Config) time.Duration { return 3*cfg.PollInterval + cfg.ModbusTimeout }
+
+// send hands an event to the run goroutine; it blocks only while the inbox is
+// full, which a publisher stuck on a broker for publishTimeout cannot reach.
+func (p *publisher) send(ctx context.Context, f func(*haState)) {
 	select {
-	case p.wake <- struct{}{}:
-	default:
+	case p.inbox <- f:
+	case <-ctx.Done():
 	}
 }
 
-func (p *publisher) brokerUp(cm *autopaho.ConnectionManager) {
-	p.mu.Lock()
-	p.cm, p.brokerSince, p.due.all = cm, time.Now(), true
-	p.connected, p.dropped = context.WithCancel(context.Background())
-	p.mu.Unlock()
-	p.log.Info("MQTT connected", "url", p.cfg.MQTTURL)
-	p.signal()
+func (p *publisher) brokerUp(cm *autopaho.ConnectionManager, gone <-chan struct{}) {
+	p.send(context.Background(), func(s *haState) {
+		s.conn, s.since, s.acked = &brokerConn{cm: cm, gone: gone}, time.Now(), map[string]string{}
+		s.seenConfigs, s.settleAt, s.cleaned = map[string][]byte{}, time.Time{}, ""
+		p.log.Info("MQTT connected", "url", p.cfg.MQTTURL)
+	})
 }
 
 func (p *publisher) brokerDown() {
-	p.mu.Lock()
-	p.cm, p.brokerSince = nil, time.Now()
-	if p.dropped != nil {
-		p.dropped()
-	}
-	p.mu.Unlock()
-	p.log.Warn("MQTT connection lost", "url", p.cfg.MQTTURL)
-}
-
-func (p *publisher) broker() (connected bool, since time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cm != nil, p.brokerSince
+	p.send(context.Background(), func(s *haState) {
+		s.conn, s.since = nil, time.Now()
+		p.log.Warn("MQTT connection lost", "url", p.cfg.MQTTURL)
+	})
 }
 
 // linkChanged: the measurement entities go unavailable the moment the link is
 // not online, so HA never shows the last reading as current.
 func (p *publisher) linkChanged(st link.Status) {
-	p.mu.Lock()
-	p.link = linkPayload(st)
-	p.due.link = true
-	if st.State != link.Online && p.meterOnline {
-		p.meterOnline, p.due.meterAvailability = false, true
-	}
-	p.mu.Unlock()
-	p.signal()
+	p.send(context.Background(), func(s *haState) {
+		s.link = linkPayload(st)
+		if st.State != link.Online {
+			s.meterOnline, s.readingDue = false, false
+		}
+	})
 }
 
 // meterIdentified records what the meter said at connect. A different meter
-// (without EM340_DEVICE_ID) becomes a device of its own; the old one is marked
-// unavailable rather than fed another meter's values.
+// (without EM340_DEVICE_ID) becomes a device of its own; the old one is retired.
 func (p *publisher) meterIdentified(id meter.Identity) {
-	p.mu.Lock()
-	err := p.setMeter(id)
-	p.mu.Unlock()
-	if err != nil {
-		p.log.Error("cannot announce the meter", "serial", id.Serial, "err", err)
-	}
-	p.signal()
+	p.send(context.Background(), func(s *haState) {
+		if err := p.setMeter(s, id); err != nil {
+			p.log.Error("cannot announce the meter", "serial", id.Serial, "err", err)
+		}
+	})
 }
 
-// setMeter is called with mu held (or before the publisher is shared).
-func (p *publisher) setMeter(id meter.Identity) error {
+func (p *publisher) setMeter(s *haState, id meter.Identity) error {
 	deviceID := p.cfg.DeviceID
 	if deviceID == "" {
 		deviceID = id.Serial
@@ -137,132 +166,365 @@ func (p *publisher) setMeter(id meter.Identity) error {
 	if err != nil {
 		return err
 	}
-	if p.meter != nil && p.meter.MeterID() != topics.MeterID() {
-		p.due.replacedMeters = append(p.due.replacedMeters, *p.meter)
+	if s.meter != nil && s.meter.MeterID() != topics.MeterID() {
+		// Offline first (it is retained state), then its config goes.
+		s.retired = append(s.retired, *s.meter)
+		s.cleanup = append(s.cleanup, discovery.Removal(s.meter.MeterConfig()))
 	}
-	p.identity, p.meter = id, &topics
-	p.meterOnline = false
-	p.due.meterConfig, p.due.meterAvailability = true, true
+	s.identity, s.meter, s.meterOnline = id, &topics, false
 	return nil
 }
 
+// readingTaken queues a reading; it reaches HA only if it is still current
+// when the broker can take it.
 func (p *publisher) readingTaken(r meter.Reading) {
-	p.mu.Lock()
-	p.reading, p.hasReading, p.due.reading = r, true, true
-	p.readingLive = p.cm != nil
-	if !p.meterOnline && p.link.State == discovery.LinkOnline && p.meter != nil {
-		p.meterOnline, p.due.meterAvailability = true, true
-	}
-	p.mu.Unlock()
-	p.signal()
+	p.send(context.Background(), func(s *haState) {
+		s.reading, s.readingDue = r, true
+	})
 }
 
 // haBirth: HA restarted and lost its entities. Its advice is to resend after a
 // random delay, so a fleet of bridges does not answer at the same instant.
-func (p *publisher) haBirth() {
+func (p *publisher) haBirth(ctx context.Context) {
 	time.AfterFunc(p.birthDelay(), func() {
-		p.mu.Lock()
-		p.due.bridgeConfig, p.due.meterConfig, p.due.link, p.due.meterAvailability, p.due.reading = true, true, true, true, true
-		p.mu.Unlock()
-		p.signal()
+		p.send(ctx, func(s *haState) {
+			clear(s.acked)
+			s.readingDue = s.meterOnline
+		})
 	})
 }
 
-// run publishes what is due whenever something happens, and at least every tick.
-func (p *publisher) run(ctx context.Context, tick time.Duration, beat func()) {
+// retainedConfig records a retained discovery config the broker sent on
+// subscribing. It runs on the MQTT client's goroutine and must not block it:
+// with the inbox full, the config is only not cleaned up this time.
+func (p *publisher) retainedConfig(topic string, payload []byte) {
+	select {
+	case p.inbox <- func(s *haState) {
+		if s.seenConfigs != nil {
+			s.seenConfigs[topic] = payload
+		}
+	}:
+	default:
+		p.log.Debug("retained discovery config not examined: inbox full", "topic", topic)
+	}
+}
+
+// run applies events and publishes what is due until ctx is done, then tells
+// HA the bridge and the meter are gone. beat runs at every tick.
+func (p *publisher) run(ctx context.Context, tick time.Duration, beat func(mqttUp bool, since time.Time)) {
+	s := &haState{since: time.Now(), acked: map[string]string{},
+		link: discovery.Link{State: discovery.LinkReconnecting, Cause: string(link.CauseStarting), Device: p.cfg.SerialDevice}}
+	if p.cfg.DeviceID != "" {
+		// Named by configuration: announce the meter at once, as the EM340 it
+		// is expected to be, and complete it when the meter first answers.
+		_ = p.setMeter(s, meter.Identity{ModelCode: meter.ModelEM340})
+	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	var connCtx context.Context
+	var dropConn context.CancelFunc = func() {}
+	defer func() { dropConn() }()
+	var current *brokerConn
 	for {
-		beat()
-		p.flush(ctx)
+		if s.conn != current { // a new connection, or none
+			dropConn()
+			current = s.conn
+			if current != nil {
+				connCtx, dropConn = connectionContext(ctx, current.gone)
+				p.subscribe(connCtx, s)
+			}
+		}
+		if current != nil {
+			p.sync(connCtx, s)
+		}
+		beat(s.conn != nil, s.since)
 		select {
 		case <-ctx.Done():
+			p.shutdown(s)
 			return
-		case <-p.wake:
+		case f := <-p.inbox:
+			f(s)
+			for drained := false; !drained; { // apply everything queued before publishing
+				select {
+				case f := <-p.inbox:
+					f(s)
+				default:
+					drained = true
+				}
+			}
 		case <-t.C:
 		}
+		p.checkFreshness(s, time.Now())
 	}
 }
 
-func (p *publisher) flush(ctx context.Context) {
-	p.mu.Lock()
-	cm, d, connected := p.cm, p.due, p.connected
-	if cm == nil {
-		p.mu.Unlock()
-		return // all of it is published again on connect
-	}
-	p.due = due{}
-	// A reading is current only for one poll interval, and one taken while the
-	// broker was down is never replayed as if it were current.
-	fresh := p.hasReading && p.readingLive && p.meterOnline && time.Since(p.reading.Time) < p.cfg.PollInterval
-	var msgs []discovery.Message
-	if d.all || d.bridgeConfig {
-		msgs = append(msgs, discovery.BridgeAvailability(p.bridge, true), discovery.BridgeDevice(p.bridge, p.origin).Message())
-	}
-	if d.all || d.link {
-		msgs = append(msgs, discovery.LinkMessage(p.bridge, p.link))
-	}
-	for _, old := range d.replacedMeters {
-		msgs = append(msgs, discovery.MeterAvailability(old, false))
-	}
-	if p.meter != nil {
-		if d.all || d.meterConfig {
-			msgs = append(msgs, discovery.MeterDevice(*p.meter, p.origin, p.identity, meter.Registers()).Message())
-		}
-		if (d.reading || d.all) && fresh {
-			msgs = append(msgs, discovery.StateMessage(*p.meter, p.reading, p.identity))
-		}
-		if d.all || d.meterAvailability {
-			msgs = append(msgs, discovery.MeterAvailability(*p.meter, p.meterOnline))
-		}
-	}
-	p.mu.Unlock()
-
-	// Waiting for acknowledgements ends with the connection: what is left is
-	// published again, all of it, when the broker is back.
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
+// connectionContext is done when ctx is or when the connection drops.
+func connectionContext(ctx context.Context, gone <-chan struct{}) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(ctx)
 	go func() {
 		select {
-		case <-connected.Done():
-			stop()
-		case <-ctx.Done():
+		case <-gone:
+			cancel()
+		case <-c.Done():
 		}
 	}()
-	if d.all {
-		sctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		if err := subscribeBirth(sctx, cm, p.cfg.HAStatusTopic); err != nil {
-			p.log.Warn("cannot subscribe to Home Assistant's birth topic", "topic", p.cfg.HAStatusTopic, "err", err)
-		}
-		cancel()
-	}
-	for _, m := range msgs {
-		if err := publish(ctx, cm, m); err != nil {
-			if errors.Is(err, autopaho.ConnectionDownError) || connected.Err() != nil {
-				return // republished on reconnect
-			}
-			p.log.Warn("MQTT publish failed", "topic", m.Topic, "err", err)
-		}
-	}
+	return c, cancel
 }
 
-func publish(ctx context.Context, cm *autopaho.ConnectionManager, m discovery.Message) error {
-	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+// subscribe listens for HA's birth and, once per connection, collects the
+// retained discovery configs so that outdated ones of this bridge are removed.
+func (p *publisher) subscribe(ctx context.Context, s *haState) {
+	sctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	_, err := cm.Publish(ctx, &paho.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
-	return err
-}
-
-// shutdown tells HA the bridge is going away: the will only covers a crash.
-func (p *publisher) shutdown(ctx context.Context) {
-	p.mu.Lock()
-	cm := p.cm
-	p.mu.Unlock()
-	if cm == nil {
+	_, err := s.conn.cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: p.cfg.HAStatusTopic, QoS: 1},
+		{Topic: p.cfg.HADiscoveryPrefix + "/device/+/config", QoS: 1},
+	}})
+	if err != nil {
+		p.log.Warn("cannot subscribe to Home Assistant's birth and discovery topics", "err", err)
 		return
 	}
-	if err := publish(ctx, cm, discovery.BridgeAvailability(p.bridge, false)); err != nil {
-		p.log.Warn("cannot publish offline", "err", err)
+	s.settleAt = time.Now().Add(configSettle)
+}
+
+// retained is the desired retained state, in publication order.
+func (p *publisher) retained(s *haState) []discovery.Message {
+	var msgs []discovery.Message
+	for _, old := range s.retired {
+		msgs = append(msgs, discovery.MeterAvailability(old, false))
+	}
+	if s.meter != nil {
+		msgs = append(msgs, discovery.MeterAvailability(*s.meter, s.meterOnline))
+	}
+	msgs = append(msgs,
+		discovery.LinkMessage(p.bridge, s.link),
+		discovery.BridgeAvailability(p.bridge, true),
+		discovery.BridgeDevice(p.bridge, p.origin).Message())
+	if s.meter != nil {
+		msgs = append(msgs, p.meterConfig(s).Message())
+	}
+	return msgs
+}
+
+func (p *publisher) meterConfig(s *haState) discovery.DeviceConfig {
+	return discovery.MeterDevice(*s.meter, p.origin, s.identity, meter.Registers(), p.freshness)
+}
+
+// sync publishes what the broker does not hold yet, in order; it stops at the
+// first failure and is called again at the next event or tick.
+func (p *publisher) sync(ctx context.Context, s *haState) {
+	if !p.syncRetained(ctx, s) {
+		return
+	}
+	p.planCleanup(s)
+	for len(s.cleanup) > 0 {
+		m := s.cleanup[0]
+		if !p.publish(ctx, s, m) {
+			return
+		}
+		s.cleanup = s.cleanup[1:]
+	}
+	if !s.readingDue || s.meter == nil || s.link.State != discovery.LinkOnline {
+		return
+	}
+	s.readingDue = false
+	// A reading is current for one poll interval, and one taken before this
+	// connection came up is never replayed as if it were current.
+	if time.Since(s.reading.Time) >= p.cfg.PollInterval || s.reading.Time.Before(s.since) {
+		return
+	}
+	if !p.publish(ctx, s, discovery.StateMessage(*s.meter, s.reading, s.identity)) {
+		return
+	}
+	s.lastFresh, s.staleLogged = time.Now(), false
+	if !s.meterOnline {
+		s.meterOnline = true // after the state, so HA never shows the old value as current
+		p.syncRetained(ctx, s)
+	}
+}
+
+func (p *publisher) syncRetained(ctx context.Context, s *haState) bool {
+	for _, m := range p.retained(s) {
+		if s.acked[m.Topic] == string(m.Payload) {
+			continue
+		}
+		if !p.publish(ctx, s, m) {
+			return false
+		}
+	}
+	return true
+}
+
+// publish sends m and records the acknowledgement of a retained message.
+func (p *publisher) publish(ctx context.Context, s *haState, m discovery.Message) bool {
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	_, err := s.conn.cm.Publish(pctx, &paho.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	if err != nil {
+		if !errors.Is(err, autopaho.ConnectionDownError) && ctx.Err() == nil {
+			p.log.Warn("MQTT publish failed; retrying", "topic", m.Topic, "err", err)
+		}
+		return false
+	}
+	if m.Retain {
+		s.acked[m.Topic] = string(m.Payload)
+	}
+	return true
+}
+
+// checkFreshness takes the meter's entities offline when no reading reached
+// HA for the freshness bound although the link stays up: a line that answers
+// nothing usable must not leave frozen values on show.
+func (p *publisher) checkFreshness(s *haState, now time.Time) {
+	if !s.meterOnline || now.Sub(s.lastFresh) <= p.freshness {
+		return
+	}
+	s.meterOnline = false
+	if !s.staleLogged {
+		s.staleLogged = true
+		p.log.Warn("no fresh reading; the meter's entities are shown unavailable until one arrives",
+			"for", now.Sub(s.lastFresh).Round(time.Millisecond), "bound", p.freshness)
+	}
+}
+
+// planCleanup decides, once the retained configs have settled, which of this
+// bridge's own configs are outdated: components the meter's config no longer
+// has, meters via this bridge that are not the current one, and the bridge
+// device of a previous base topic that the current meter was announced under.
+// Configs of other bridges and other software are never touched.
+func (p *publisher) planCleanup(s *haState) {
+	if s.settleAt.IsZero() || time.Now().Before(s.settleAt) {
+		return
+	}
+	key := "none"
+	if s.meter != nil {
+		key = s.meter.MeterConfig()
+	}
+	if s.cleaned == key {
+		return
+	}
+	s.cleaned = key
+	var plan cleanupPlan
+	configs := parseConfigs(s.seenConfigs)
+	bridgeID := p.bridge.BridgeID()
+	for _, c := range configs {
+		switch {
+		case s.meter != nil && c.topic == s.meter.MeterConfig():
+			current := p.meterConfig(s)
+			if stale, err := discovery.StaleComponents(c.raw, current); err == nil && len(stale) > 0 {
+				plan.add(current.WithRemovedComponents(stale...).Message(), current.Message())
+			}
+			if c.via != "" && c.via != bridgeID {
+				plan.oldBridges = append(plan.oldBridges, c.via)
+			}
+			delete(s.seenConfigs, c.topic) // dealt with
+		case c.via == bridgeID:
+			// A meter announced via this bridge that is not the current one:
+			// offline at once; removed once the current meter is known.
+			for _, a := range c.meterAvailability(p.bridge) {
+				plan.add(discovery.Message{Topic: a, Payload: []byte(discovery.PayloadOffline), Retain: true, QoS: 1})
+			}
+			if s.meter != nil {
+				plan.add(discovery.Removal(c.topic))
+				for _, a := range c.meterAvailability(p.bridge) {
+					plan.add(discovery.Removal(a))
+				}
+				delete(s.seenConfigs, c.topic)
+			}
+		}
+	}
+	for _, c := range configs {
+		if c.topic != p.bridge.BridgeConfig() && slices.Contains(plan.oldBridges, c.id) {
+			plan.add(discovery.Removal(c.topic))
+			for _, a := range c.availability {
+				plan.add(discovery.Removal(a))
+			}
+			if c.state != "" {
+				plan.add(discovery.Removal(c.state))
+			}
+			delete(s.seenConfigs, c.topic)
+		}
+	}
+	if len(plan.msgs) > 0 {
+		p.log.Info("removing outdated discovery configs of this bridge", "messages", len(plan.msgs))
+	}
+	s.cleanup = append(s.cleanup, plan.msgs...)
+}
+
+type cleanupPlan struct {
+	msgs       []discovery.Message
+	oldBridges []string
+}
+
+func (c *cleanupPlan) add(m ...discovery.Message) { c.msgs = append(c.msgs, m...) }
+
+// seenConfig is the part of a retained device config the clean-up reads.
+type seenConfig struct {
+	topic, id, via, state string
+	availability          []string
+	raw                   []byte
+}
+
+// meterAvailability is the config's own availability topic under this
+// bridge's base topic: not the bridge's availability, not its link.
+func (c seenConfig) meterAvailability(bridge discovery.Topics) []string {
+	var out []string
+	for _, a := range c.availability {
+		if a != bridge.BridgeAvailability() && a != bridge.Link() && strings.HasSuffix(a, "/availability") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// parseConfigs keeps the configs this software published, sorted by topic.
+func parseConfigs(seen map[string][]byte) []seenConfig {
+	var out []seenConfig
+	for topic, raw := range seen {
+		var cfg struct {
+			Dev struct {
+				Identifiers []string `json:"identifiers"`
+				ViaDevice   string   `json:"via_device"`
+			} `json:"dev"`
+			O struct {
+				Name string `json:"name"`
+			} `json:"o"`
+			StateTopic   string `json:"state_topic"`
+			Availability []struct {
+				Topic string `json:"topic"`
+			} `json:"availability"`
+		}
+		if len(raw) == 0 || json.Unmarshal(raw, &cfg) != nil || cfg.O.Name != discovery.OriginName || len(cfg.Dev.Identifiers) == 0 {
+			continue
+		}
+		c := seenConfig{topic: topic, id: cfg.Dev.Identifiers[0], via: cfg.Dev.ViaDevice, state: cfg.StateTopic, raw: raw}
+		for _, a := range cfg.Availability {
+			c.availability = append(c.availability, a.Topic)
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b seenConfig) int { return strings.Compare(a.topic, b.topic) })
+	return out
+}
+
+// shutdown tells HA the meter and the bridge are going away (the will only
+// covers a crash), so no retained "online" outlives this run.
+func (p *publisher) shutdown(s *haState) {
+	if s.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownPublish)
+	defer cancel()
+	var msgs []discovery.Message
+	if s.meter != nil {
+		msgs = append(msgs, discovery.MeterAvailability(*s.meter, false))
+	}
+	msgs = append(msgs, discovery.BridgeAvailability(p.bridge, false))
+	for _, m := range msgs {
+		if !p.publish(ctx, s, m) {
+			p.log.Warn("cannot publish offline", "topic", m.Topic)
+			return
+		}
 	}
 }
 

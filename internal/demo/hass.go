@@ -113,7 +113,18 @@ func (h *hass) isAvailable(d *device) bool {
 	}
 	ok := func(a discovery.Availability) bool {
 		p, heard := h.avail[a.Topic]
-		return heard && p.value == a.PayloadAvailable
+		value := p.value
+		if a.ValueTemplate == discovery.LinkOnlineTemplate { // the link topic's JSON, read as HA would
+			var link struct{ State string }
+			if json.Unmarshal([]byte(p.value), &link) != nil {
+				return false
+			}
+			value = discovery.PayloadOffline
+			if link.State == string(discovery.LinkOnline) {
+				value = discovery.PayloadOnline
+			}
+		}
+		return heard && value == a.PayloadAvailable
 	}
 	switch d.config.AvailabilityMode {
 	case "all":

@@ -34,7 +34,7 @@ func (r *hassRig) meterConfig() discovery.Message {
 		r.t.Fatal(err)
 	}
 	id := meter.Identity{ModelCode: meter.ModelEM340, Serial: meterSerial, Firmware: "B0", FineEnergy: true}
-	return discovery.MeterDevice(r.topics, origin, id, meter.Registers()).Message()
+	return discovery.MeterDevice(r.topics, origin, id, meter.Registers(), 0).Message()
 }
 
 func TestHassDiscoveryAvailabilityAndValues(t *testing.T) {
@@ -59,8 +59,11 @@ func TestHassDiscoveryAvailabilityAndValues(t *testing.T) {
 	if c := r.send(discovery.StateMessage(r.topics, reading, id)); c.state != m {
 		t.Errorf("state not taken: %+v", c)
 	}
-	// Mode "all": the meter needs both the bridge and its link online.
+	// Mode "all": the meter needs the bridge, the link and itself online.
 	if c := r.send(discovery.MeterAvailability(r.topics, true)); len(c.avail) != 0 {
+		t.Errorf("available with the bridge unheard of: %+v", c.avail)
+	}
+	if c := r.send(discovery.LinkMessage(r.topics, discovery.Link{State: discovery.LinkOnline})); len(c.avail) != 0 {
 		t.Errorf("available with the bridge unheard of: %+v", c.avail)
 	}
 	if c := r.send(discovery.BridgeAvailability(r.topics, true)); len(c.avail) != 1 || c.avail[0] != m {
@@ -75,7 +78,7 @@ func TestHassDiscoveryAvailabilityAndValues(t *testing.T) {
 	if line := valuesLine(m); !strings.Contains(line, "import 12345.678 kWh") || strings.Contains(line, "export") {
 		t.Errorf("values line %q", line)
 	}
-	if c := r.send(discovery.MeterAvailability(r.topics, false)); len(c.avail) != 1 || r.h.value(m, "energy_import") != "unavailable" {
+	if c := r.send(discovery.LinkMessage(r.topics, discovery.Link{State: discovery.LinkReconnecting})); len(c.avail) != 1 || r.h.value(m, "energy_import") != "unavailable" {
 		t.Errorf("link down: %+v, %q", c.avail, r.h.value(m, "energy_import"))
 	}
 	if c := r.send(discovery.Removal(r.topics.MeterConfig())); c.removed != m.config.Device.Name || r.h.find(keyImport) != nil {

@@ -1,0 +1,408 @@
+// Package hass is what Home Assistant records from MQTT alone: the devices that
+// device discovery announces, their availability, and each entity's states.
+//
+// Tests feed it every message a subscriber sees and assert on what HA would
+// show and store, not on what the bridge meant to send. It evaluates only the
+// templates the bridge uses, and reports any other as an error, so a template
+// change cannot slip past the tests unmodelled.
+package hass
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// States HA shows when an entity has no value to show.
+const (
+	Unavailable = "unavailable"
+	Unknown     = "unknown"
+)
+
+// Message is one MQTT publication as a subscriber received it.
+type Message struct {
+	Topic   string
+	Payload []byte
+	Retain  bool
+	At      time.Time
+}
+
+// Sample is one state an entity took: what HA writes to its state machine and,
+// for numeric sensors with a state class, to the statistics.
+type Sample struct {
+	At    time.Time
+	State string
+}
+
+// Availability is one entry of a config's availability list.
+type Availability struct {
+	Topic               string `json:"topic"`
+	PayloadAvailable    string `json:"payload_available"`
+	PayloadNotAvailable string `json:"payload_not_available"`
+	ValueTemplate       string `json:"value_template"`
+}
+
+// Component is the part of an entity's config that decides its state.
+type Component struct {
+	Platform      string   `json:"p"`
+	UniqueID      string   `json:"unique_id"`
+	Name          string   `json:"name"`
+	DeviceClass   string   `json:"device_class"`
+	Unit          string   `json:"unit_of_measurement"`
+	StateClass    string   `json:"state_class"`
+	Precision     *int     `json:"suggested_display_precision"`
+	Options       []string `json:"options"`
+	ValueTemplate string   `json:"value_template"`
+	ExpireAfter   int      `json:"expire_after"`
+}
+
+// numeric: HA expects a number for a sensor with a unit, a state class, a
+// precision or a numeric device class.
+func (c Component) numeric() bool {
+	return c.Unit != "" || c.StateClass != "" || c.Precision != nil ||
+		c.DeviceClass != "" && c.DeviceClass != "enum" && c.DeviceClass != "timestamp" && c.DeviceClass != "date"
+}
+
+// Config is a device-based discovery payload.
+type Config struct {
+	Device struct {
+		Identifiers []string `json:"identifiers"`
+		Name        string   `json:"name"`
+		ViaDevice   string   `json:"via_device"`
+	} `json:"dev"`
+	Origin struct {
+		Name string `json:"name"`
+	} `json:"o"`
+	StateTopic       string               `json:"state_topic"`
+	Availability     []Availability       `json:"availability"`
+	AvailabilityMode string               `json:"availability_mode"`
+	Components       map[string]Component `json:"cmps"`
+}
+
+// entity is one component as HA keeps it.
+type entity struct {
+	Component
+	device    *Device
+	value     string    // the native value; "" = unknown
+	lastMsgAt time.Time // last message on the state topic (resets expire_after)
+	history   []Sample
+}
+
+// Device is one discovered device.
+type Device struct {
+	Topic  string
+	Config Config
+}
+
+// HA is one Home Assistant instance's view of the broker.
+type HA struct {
+	prefix   string
+	devices  map[string]*Device // by config topic
+	entities map[string]*entity // by unique_id
+	topics   map[string]string  // last payload of every topic, for availability
+}
+
+// New returns an HA that reads device discovery under prefix ("homeassistant").
+func New(prefix string) *HA {
+	return &HA{prefix: prefix, devices: map[string]*Device{}, entities: map[string]*entity{}, topics: map[string]string{}}
+}
+
+// Apply takes one message as HA would. An error means HA would have logged a
+// warning or rejected something (an invalid config, a template it would fail
+// on, an invalid state): a test should fail on it.
+func (h *HA) Apply(m Message) error {
+	h.topics[m.Topic] = string(m.Payload)
+	var errs []error
+	if strings.HasPrefix(m.Topic, h.prefix+"/device/") && strings.HasSuffix(m.Topic, "/config") {
+		errs = append(errs, h.applyConfig(m))
+	}
+	for _, e := range h.entities {
+		if e.device.Config.StateTopic == m.Topic {
+			errs = append(errs, h.applyState(e, m))
+		}
+	}
+	h.recordAvailability(m.At)
+	return errors.Join(errs...)
+}
+
+func (h *HA) applyConfig(m Message) error {
+	if len(m.Payload) == 0 {
+		if d, ok := h.devices[m.Topic]; ok {
+			for id, e := range h.entities {
+				if e.device == d {
+					delete(h.entities, id)
+				}
+			}
+			delete(h.devices, m.Topic)
+		}
+		return nil
+	}
+	var cfg Config
+	if err := json.Unmarshal(m.Payload, &cfg); err != nil {
+		return fmt.Errorf("%s: invalid discovery payload: %w", m.Topic, err)
+	}
+	if len(cfg.Device.Identifiers) == 0 || cfg.Origin.Name == "" {
+		return fmt.Errorf("%s: device config without dev.identifiers or o.name", m.Topic)
+	}
+	d, ok := h.devices[m.Topic]
+	if !ok {
+		d = &Device{Topic: m.Topic}
+		h.devices[m.Topic] = d
+	}
+	d.Config = cfg
+	var errs []error
+	for key, c := range cfg.Components {
+		if c.UniqueID == "" {
+			// Only the platform: HA drops this component from the device.
+			for id, e := range h.entities {
+				if e.device == d && strings.HasSuffix(id, "_"+key) {
+					delete(h.entities, id)
+				}
+			}
+			continue
+		}
+		for _, tpl := range []string{c.ValueTemplate} {
+			if _, err := render(tpl, map[string]any{}, ""); err != nil && !errors.Is(err, errMissingField) {
+				errs = append(errs, fmt.Errorf("%s/%s: %w", m.Topic, key, err))
+			}
+		}
+		e, ok := h.entities[c.UniqueID]
+		if !ok {
+			e = &entity{}
+			h.entities[c.UniqueID] = e
+		}
+		e.Component, e.device = c, d
+	}
+	for _, a := range cfg.Availability {
+		if _, err := availabilityPayload(a, ""); err != nil && !errors.Is(err, errNotJSON) {
+			errs = append(errs, fmt.Errorf("%s: availability %s: %w", m.Topic, a.Topic, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (h *HA) applyState(e *entity, m Message) error {
+	e.lastMsgAt = m.At
+	var obj map[string]any
+	if err := json.Unmarshal(m.Payload, &obj); err != nil {
+		return fmt.Errorf("%s: state is not a JSON object: %w", m.Topic, err)
+	}
+	out, err := render(e.ValueTemplate, obj, e.value)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", m.Topic, e.UniqueID, err)
+	}
+	switch {
+	case out == "None":
+		e.value = ""
+	case e.numeric():
+		if out == "" {
+			break // HA ignores an empty state of a numeric sensor
+		}
+		v, perr := strconv.ParseFloat(out, 64)
+		if perr != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%s: %s: state %q is not a number", m.Topic, e.UniqueID, out)
+		}
+		e.value = out
+	case len(e.Options) > 0 && !slices.Contains(e.Options, out):
+		return fmt.Errorf("%s: %s: %q is not one of %v", m.Topic, e.UniqueID, out, e.Options)
+	default:
+		e.value = out
+	}
+	e.record(m.At, h.stateOf(e, m.At))
+	return nil
+}
+
+// recordAvailability notes an availability change of every entity.
+func (h *HA) recordAvailability(at time.Time) {
+	for _, e := range h.entities {
+		e.record(at, h.stateOf(e, at))
+	}
+}
+
+func (e *entity) record(at time.Time, state string) {
+	if n := len(e.history); n > 0 && e.history[n-1].State == state {
+		return
+	}
+	e.history = append(e.history, Sample{At: at, State: state})
+}
+
+// stateOf is what HA shows for e at time at.
+func (h *HA) stateOf(e *entity, at time.Time) string {
+	switch {
+	case !h.available(e.device.Config):
+		return Unavailable
+	case e.ExpireAfter > 0 && (e.lastMsgAt.IsZero() || at.Sub(e.lastMsgAt) > time.Duration(e.ExpireAfter)*time.Second):
+		return Unavailable // HA starts an expiring sensor as expired
+	case e.value == "":
+		return Unknown
+	}
+	return e.value
+}
+
+// available follows HA's availability modes; a topic not heard from is not
+// available, and a payload that is neither of the two is ignored.
+func (h *HA) available(cfg Config) bool {
+	if len(cfg.Availability) == 0 {
+		return true
+	}
+	ok := func(a Availability) bool {
+		p, heard := h.topics[a.Topic]
+		if !heard {
+			return false
+		}
+		v, err := availabilityPayload(a, p)
+		return err == nil && v == a.PayloadAvailable
+	}
+	switch cfg.AvailabilityMode {
+	case "all":
+		return !slices.ContainsFunc(cfg.Availability, func(a Availability) bool { return !ok(a) })
+	case "any":
+		return slices.ContainsFunc(cfg.Availability, ok)
+	}
+	return ok(cfg.Availability[len(cfg.Availability)-1]) // "latest", approximated by the last entry
+}
+
+// State is what HA shows for the entity with this unique_id at time at: a
+// value, Unknown or Unavailable; "" if there is no such entity.
+func (h *HA) State(uniqueID string, at time.Time) string {
+	e, ok := h.entities[uniqueID]
+	if !ok {
+		return ""
+	}
+	return h.stateOf(e, at)
+}
+
+// History is every state the entity took, in order (expiry included only as
+// it was observed at a message; use State for the state at a given time).
+func (h *HA) History(uniqueID string) []Sample {
+	if e, ok := h.entities[uniqueID]; ok {
+		return slices.Clone(e.history)
+	}
+	return nil
+}
+
+// Entities lists the unique ids HA has, sorted.
+func (h *HA) Entities() []string {
+	ids := make([]string, 0, len(h.entities))
+	for id := range h.entities {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Component returns the config of an entity.
+func (h *HA) Component(uniqueID string) (Component, bool) {
+	e, ok := h.entities[uniqueID]
+	if !ok {
+		return Component{}, false
+	}
+	return e.Component, true
+}
+
+// Devices lists the discovery topics of the devices HA has, sorted.
+func (h *HA) Devices() []string {
+	topics := make([]string, 0, len(h.devices))
+	for t := range h.devices {
+		topics = append(topics, t)
+	}
+	slices.Sort(topics)
+	return topics
+}
+
+var (
+	errMissingField = errors.New("template reads a field the payload lacks")
+	errNotJSON      = errors.New("payload is not JSON")
+)
+
+// The templates the bridge uses. Anything else is an error: extend the model
+// together with the bridge.
+var (
+	plainField   = regexp.MustCompile(`^\{\{ value_json\.(\w+) \}\}$`)
+	cutField     = regexp.MustCompile(`^\{\{ value_json\.(\w+)\[:(\d+)\] \}\}$`)
+	defaultEmpty = regexp.MustCompile(`^\{\{ value_json\.(\w+) \| default\(''\) \}\}$`)
+	defaultThis  = regexp.MustCompile(`^\{\{ value_json\.(\w+) \| default\(this\.state\) \}\}$`)
+	onlineIf     = regexp.MustCompile(`^\{\{ 'online' if value_json\.(\w+) == 'online' else 'offline' \}\}$`)
+)
+
+// render evaluates a value template on a JSON object; current is the entity's
+// state, for this.state.
+func render(tpl string, obj map[string]any, current string) (string, error) {
+	field := func(name string) (string, bool) {
+		v, ok := obj[name]
+		if !ok {
+			return "", false
+		}
+		switch v := v.(type) {
+		case string:
+			return v, true
+		case nil:
+			return "None", true
+		case bool:
+			if v {
+				return "True", true
+			}
+			return "False", true
+		case float64:
+			return strconv.FormatFloat(v, 'f', -1, 64), true
+		}
+		b, _ := json.Marshal(v)
+		return string(b), true
+	}
+	if m := plainField.FindStringSubmatch(tpl); m != nil {
+		v, ok := field(m[1])
+		if !ok {
+			return "", fmt.Errorf("%w: %s (HA logs a template warning)", errMissingField, m[1])
+		}
+		return v, nil
+	}
+	if m := cutField.FindStringSubmatch(tpl); m != nil {
+		v, ok := field(m[1])
+		if !ok {
+			return "", fmt.Errorf("%w: %s (HA logs a template warning)", errMissingField, m[1])
+		}
+		n, _ := strconv.Atoi(m[2])
+		if r := []rune(v); len(r) > n {
+			v = string(r[:n])
+		}
+		return v, nil
+	}
+	if m := defaultEmpty.FindStringSubmatch(tpl); m != nil {
+		v, _ := field(m[1])
+		return v, nil
+	}
+	if m := defaultThis.FindStringSubmatch(tpl); m != nil {
+		if v, ok := field(m[1]); ok {
+			return v, nil
+		}
+		if current == "" {
+			return Unknown, nil
+		}
+		return current, nil
+	}
+	return "", fmt.Errorf("template %q is not one this model knows", tpl)
+}
+
+func availabilityPayload(a Availability, payload string) (string, error) {
+	if a.ValueTemplate == "" {
+		return payload, nil
+	}
+	m := onlineIf.FindStringSubmatch(a.ValueTemplate)
+	if m == nil {
+		return "", fmt.Errorf("availability template %q is not one this model knows", a.ValueTemplate)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(payload), &obj); err != nil {
+		return "", errNotJSON
+	}
+	if obj[m[1]] == "online" {
+		return "online", nil
+	}
+	return "offline", nil
+}
