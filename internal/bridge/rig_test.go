@@ -75,7 +75,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	env := append([]string{
 		"EM340_SERIAL_DEVICE=" + device,
 		"EM340_SERIAL_BAUD=115200",
-		"EM340_MODBUS_TIMEOUT=300ms",
+		"EM340_MODBUS_TIMEOUT=600ms",
 		"EM340_POLL_INTERVAL=500ms",
 		"EM340_MQTT_URL=" + brokerURL,
 		"EM340_RECONNECT_MIN_DELAY=50ms",

@@ -21,7 +21,7 @@ type Config struct {
 	SerialParity   string        `env:"EM340_SERIAL_PARITY" envDefault:"none" allowed:"none, even, odd" doc:"serial parity; must match the meter's setting"`
 	SerialStopBits int           `env:"EM340_SERIAL_STOP_BITS" envDefault:"1" allowed:"1, 2" doc:"serial stop bits; must match the meter's setting"`
 	ModbusAddress  int           `env:"EM340_MODBUS_ADDRESS" envDefault:"1" allowed:"1–247" doc:"the meter's Modbus address"`
-	ModbusTimeout  time.Duration `env:"EM340_MODBUS_TIMEOUT" envDefault:"1s" allowed:"a duration > 0s and <= 10s" doc:"how long to wait for the meter to answer one request"`
+	ModbusTimeout  time.Duration `env:"EM340_MODBUS_TIMEOUT" envDefault:"1s" allowed:"a duration <= 10s and at least the meter's 500ms answer window plus the wire time of a 50-register reply (610ms at 9600 baud, 510ms at 115200)" doc:"how long to wait for the meter to answer one request"`
 	PollInterval   time.Duration `env:"EM340_POLL_INTERVAL" envDefault:"5s" allowed:"a duration >= 500ms" doc:"time between two readings of the meter; one reading takes a few Modbus round trips, so less than 500ms would overlap at 9600 baud"`
 
 	MQTTURL          string `env:"EM340_MQTT_URL" envDefault:"mqtt://localhost:1883" allowed:"mqtt://, mqtts://, ws:// or wss:// with a host and without user:password@; the port defaults to 1883, 8883, 80 or 443" doc:"the MQTT broker"`
@@ -45,7 +45,7 @@ type Config struct {
 	LogLevel  string `env:"EM340_LOG_LEVEL" envDefault:"info" allowed:"debug, info, warn, error" doc:"least severe log messages written"`
 	LogFormat string `env:"EM340_LOG_FORMAT" envDefault:"text" allowed:"text, json" doc:"log line format"`
 
-	StatusFile   string        `env:"EM340_STATUS_FILE" envDefault:"/tmp/em340-bridge.status" allowed:"an absolute file path" doc:"file the bridge rewrites after every poll cycle; the health check reads it"`
+	StatusFile   string        `env:"EM340_STATUS_FILE" allowed:"an absolute file path; empty = <temporary directory>/<MQTT client id>.status" doc:"file the bridge rewrites after every poll cycle; the health check reads it (per instance by default)"`
 	StallTimeout time.Duration `env:"EM340_STALL_TIMEOUT" envDefault:"2m" allowed:"a duration > the larger of EM340_POLL_INTERVAL and EM340_RECONNECT_MAX_DELAY, plus EM340_MODBUS_TIMEOUT" doc:"without a finished poll cycle for this long the health check fails and the watchdog stops the bridge so it gets restarted"`
 }
 

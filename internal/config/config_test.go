@@ -30,7 +30,7 @@ func defaults() Config {
 		OfflineAfter:      5 * time.Minute,
 		LogLevel:          "info",
 		LogFormat:         "text",
-		StatusFile:        "/tmp/em340-bridge.status",
+		StatusFile:        filepath.Join(os.TempDir(), "em340-bridge-em340.status"),
 		StallTimeout:      2 * time.Minute,
 	}
 }
@@ -98,7 +98,8 @@ func TestValid(t *testing.T) {
 		{"EM340_SERIAL_STOP_BITS=2", func(c *Config) { c.SerialStopBits = 2 }},
 		{"EM340_MODBUS_ADDRESS=247", func(c *Config) { c.ModbusAddress = 247 }},
 		{"EM340_MODBUS_TIMEOUT=10s", func(c *Config) { c.ModbusTimeout = 10 * time.Second }},
-		{"EM340_MODBUS_TIMEOUT=250ms", func(c *Config) { c.ModbusTimeout = 250 * time.Millisecond }},
+		{"EM340_MODBUS_TIMEOUT=610ms", func(c *Config) { c.ModbusTimeout = 610 * time.Millisecond }},
+		{"EM340_SERIAL_BAUD=115200 EM340_MODBUS_TIMEOUT=510ms", func(c *Config) { c.SerialBaud, c.ModbusTimeout = 115200, 510 * time.Millisecond }},
 		{"EM340_POLL_INTERVAL=500ms", func(c *Config) { c.PollInterval = 500 * time.Millisecond }},
 		{"EM340_MQTT_URL=mqtt://broker.lan", func(c *Config) { c.MQTTURL = "mqtt://broker.lan:1883" }},
 		{"EM340_MQTT_URL=mqtts://broker.lan", func(c *Config) { c.MQTTURL = "mqtts://broker.lan:8883" }},
@@ -106,10 +107,13 @@ func TestValid(t *testing.T) {
 		{"EM340_MQTT_URL=WSS://broker.lan:8443/mqtt", func(c *Config) { c.MQTTURL = "wss://broker.lan:8443/mqtt" }},
 		{"EM340_MQTT_USERNAME=em340", func(c *Config) { c.MQTTUsername = "em340" }},
 		{"EM340_MQTT_PASSWORD=pw", func(c *Config) { c.MQTTPassword = "pw" }},
-		{"EM340_MQTT_CLIENT_ID=garage", func(c *Config) { c.MQTTClientID = "garage" }},
+		{"EM340_MQTT_CLIENT_ID=garage", func(c *Config) {
+			c.MQTTClientID, c.StatusFile = "garage", filepath.Join(os.TempDir(), "garage.status")
+		}},
 		{"EM340_MQTT_BASE_TOPIC=home/garage/em340", func(c *Config) {
 			c.MQTTBaseTopic = "home/garage/em340"
 			c.MQTTClientID = "em340-bridge-home-garage-em340"
+			c.StatusFile = filepath.Join(os.TempDir(), "em340-bridge-home-garage-em340.status") // per instance
 		}},
 		{"EM340_HA_DISCOVERY_PREFIX=ha", func(c *Config) { c.HADiscoveryPrefix = "ha" }},
 		{"EM340_HA_STATUS_TOPIC=ha/status", func(c *Config) { c.HAStatusTopic = "ha/status" }},
@@ -172,6 +176,8 @@ func TestInvalid(t *testing.T) {
 		{"EM340_MODBUS_TIMEOUT=0s", "EM340_MODBUS_TIMEOUT"},
 		{"EM340_MODBUS_TIMEOUT=-1s", "EM340_MODBUS_TIMEOUT"},
 		{"EM340_MODBUS_TIMEOUT=11s", "EM340_MODBUS_TIMEOUT"},
+		{"EM340_MODBUS_TIMEOUT=600ms", "EM340_MODBUS_TIMEOUT"}, // 9600 baud needs 610ms
+		{"EM340_MODBUS_TIMEOUT=300ms", "EM340_MODBUS_TIMEOUT"},
 		{"EM340_MODBUS_TIMEOUT=1", "EM340_MODBUS_TIMEOUT"},
 		{"EM340_POLL_INTERVAL=100ms", "EM340_POLL_INTERVAL"},
 		{"EM340_MQTT_URL=http://x", "EM340_MQTT_URL"},

@@ -50,7 +50,23 @@ func (c *Config) validate(k *checker) {
 	k.check("EM340_LOG_LEVEL", slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "unknown level")
 	c.LogFormat = strings.ToLower(c.LogFormat)
 	k.check("EM340_LOG_FORMAT", slices.Contains([]string{"text", "json"}, c.LogFormat), "unknown format")
-	k.check("EM340_STATUS_FILE", filepath.IsAbs(c.StatusFile), "not an absolute path")
+	if c.StatusFile == "" && k.ok("EM340_MQTT_CLIENT_ID") {
+		c.StatusFile = defaultStatusFile(c.MQTTClientID)
+	}
+	k.check("EM340_STATUS_FILE", c.StatusFile == "" || filepath.IsAbs(c.StatusFile), "not an absolute path")
+}
+
+// defaultStatusFile is per instance: named after the MQTT client id, which a
+// broker lets only one running client have, so one bridge's health never
+// answers for another's on the same host.
+func defaultStatusFile(clientID string) string {
+	name := strings.Map(func(r rune) rune {
+		if r < 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_' || r == '.') {
+			return r
+		}
+		return '_'
+	}, clientID)
+	return filepath.Join(os.TempDir(), name+".status")
 }
 
 func (c *Config) checkSerial(k *checker) {
@@ -107,8 +123,26 @@ func (c *Config) checkMQTT(k *checker) {
 	k.check("EM340_MQTT_PASSWORD_FILE", c.MQTTPassword != "", "the file is empty")
 }
 
+// MinModbusTimeout is the shortest request timeout that lets the meter answer:
+// its 500 ms answer window plus the wire time of the largest reply (50
+// registers: 105 bytes of 10 bits) at baud. Shorter, a slow but healthy
+// answer arrives after the bridge gave up.
+func MinModbusTimeout(baud int) time.Duration {
+	const answerWindow = 500 * time.Millisecond
+	const largestReply = 5 + 2*50 // address, function, count, data, CRC
+	if baud <= 0 {
+		return answerWindow
+	}
+	return answerWindow + time.Duration(largestReply*10)*time.Second/time.Duration(baud)
+}
+
 func (c *Config) checkTiming(k *checker) {
 	k.check("EM340_MODBUS_TIMEOUT", c.ModbusTimeout > 0 && c.ModbusTimeout <= maxModbusTimeout, "out of range")
+	if k.ok("EM340_MODBUS_TIMEOUT") && k.ok("EM340_SERIAL_BAUD") {
+		least := MinModbusTimeout(c.SerialBaud)
+		k.check("EM340_MODBUS_TIMEOUT", c.ModbusTimeout >= least,
+			fmt.Sprintf("shorter than %v, the meter's 500 ms answer window plus the largest reply at %d baud", least.Round(time.Millisecond), c.SerialBaud))
+	}
 	k.check("EM340_POLL_INTERVAL", c.PollInterval >= minPollInterval, "too short")
 	k.check("EM340_RECONNECT_MIN_DELAY", c.ReconnectMinDelay > 0, "not positive")
 	if k.ok("EM340_RECONNECT_MIN_DELAY") {

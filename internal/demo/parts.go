@@ -44,7 +44,7 @@ func bridgeConfig(device, brokerURL, dir string, poll time.Duration) (config.Con
 	cfg, err := config.Load([]string{
 		"EM340_SERIAL_DEVICE=" + device,
 		fmt.Sprintf("EM340_SERIAL_BAUD=%d", baud),
-		"EM340_MODBUS_TIMEOUT=500ms",
+		"EM340_MODBUS_TIMEOUT=650ms",
 		"EM340_POLL_INTERVAL=" + poll.String(),
 		"EM340_MQTT_URL=" + brokerURL,
 		"EM340_RECONNECT_MIN_DELAY=" + reconnectMinDelay.String(),

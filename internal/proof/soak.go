@@ -59,7 +59,7 @@ func FullSoak(seed uint64, cycles int) SoakOptions {
 func SoakEnv() []string {
 	return []string{
 		"EM340_SERIAL_BAUD=115200",
-		"EM340_MODBUS_TIMEOUT=100ms",
+		"EM340_MODBUS_TIMEOUT=600ms",
 		"EM340_POLL_INTERVAL=500ms",
 		"EM340_RECONNECT_MIN_DELAY=20ms",
 		"EM340_RECONNECT_MAX_DELAY=200ms",
