@@ -334,6 +334,7 @@ func TestDifferentMeterBecomesItsOwnDevice(t *testing.T) {
 	r.ha.Wait(mark, other.MeterState(), nil, wait)
 	r.ha.Wait(mark, other.MeterAvailability(), brokertest.Equals("online"), wait)
 	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	r.ha.Wait(mark, r.topics.MeterConfig(), brokertest.Equals(""), wait) // the replaced meter's device is removed
 	link := r.linkState(mark, "online")
 	if cause, _ := link["cause"].(string); !strings.Contains(cause, "wrong meter") || !strings.Contains(cause, "999999X") {
 		t.Errorf("link cause %q", cause)

@@ -38,7 +38,7 @@ func mqttConfig(cfg config.Config, topics discovery.Topics, pub *publisher) (aut
 	}
 	will := discovery.BridgeAvailability(topics, false)
 	configs := cfg.HADiscoveryPrefix + "/device/"
-	var gone chan struct{}         // closed when the current connection drops
+	var gone chan struct{}          // closed when the current connection drops
 	var lastConnectErr atomic.Value // string; connect errors are logged once per change
 	c := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{server},

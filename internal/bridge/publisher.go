@@ -64,9 +64,10 @@ type publisher struct {
 // haState is what the bridge has told HA and what it should tell it. Only the
 // publisher's run goroutine touches it.
 type haState struct {
-	conn  *brokerConn // nil while the broker is down
-	since time.Time   // when conn last changed
-	acked map[string]string
+	conn    *brokerConn       // nil while the broker is down
+	since   time.Time         // when conn last changed
+	acked   map[string]string // retained payloads the broker acknowledged on conn
+	refused map[string]string // topics the broker refused, with the reason last logged
 
 	link        discovery.Link
 	identity    meter.Identity
@@ -212,7 +213,7 @@ func (p *publisher) retainedConfig(topic string, payload []byte) {
 // run applies events and publishes what is due until ctx is done, then tells
 // HA the bridge and the meter are gone. beat runs at every tick.
 func (p *publisher) run(ctx context.Context, tick time.Duration, beat func(mqttUp bool, since time.Time)) {
-	s := &haState{since: time.Now(), acked: map[string]string{},
+	s := &haState{since: time.Now(), acked: map[string]string{}, refused: map[string]string{},
 		link: discovery.Link{State: discovery.LinkReconnecting, Cause: string(link.CauseStarting), Device: p.cfg.SerialDevice}}
 	if p.cfg.DeviceID != "" {
 		// Named by configuration: announce the meter at once, as the EM340 it
@@ -343,12 +344,16 @@ func (p *publisher) sync(ctx context.Context, s *haState) {
 	}
 }
 
+// syncRetained publishes the retained messages the broker does not hold yet.
+// A connection that drops ends it; a message the broker refuses (a PUBACK
+// error: its ACL, say) is retried next time but does not hold up the rest, or
+// one misconfigured topic would silence the bridge.
 func (p *publisher) syncRetained(ctx context.Context, s *haState) bool {
 	for _, m := range p.retained(s) {
 		if s.acked[m.Topic] == string(m.Payload) {
 			continue
 		}
-		if !p.publish(ctx, s, m) {
+		if !p.publish(ctx, s, m) && ctx.Err() != nil {
 			return false
 		}
 	}
@@ -361,11 +366,13 @@ func (p *publisher) publish(ctx context.Context, s *haState, m discovery.Message
 	defer cancel()
 	_, err := s.conn.cm.Publish(pctx, &paho.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
 	if err != nil {
-		if !errors.Is(err, autopaho.ConnectionDownError) && ctx.Err() == nil {
+		if !errors.Is(err, autopaho.ConnectionDownError) && ctx.Err() == nil && s.refused[m.Topic] != err.Error() {
+			s.refused[m.Topic] = err.Error() // logged once per topic and reason
 			p.log.Warn("MQTT publish failed; retrying", "topic", m.Topic, "err", err)
 		}
 		return false
 	}
+	delete(s.refused, m.Topic)
 	if m.Retain {
 		s.acked[m.Topic] = string(m.Payload)
 	}

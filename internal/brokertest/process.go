@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -61,7 +62,11 @@ func (p *Process) configure(withTLS bool) error {
 	if p.port, err = freePort(); err != nil {
 		return err
 	}
-	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous true\npersistence false\nlistener %d 127.0.0.1\n", p.port)
+	// Every client may do anything until DenyPublish says otherwise.
+	if err := os.WriteFile(p.aclPath(), []byte(allowAll), 0o644); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous true\npersistence false\nacl_file %s\nlistener %d 127.0.0.1\n", p.aclPath(), p.port)
 	if withTLS {
 		if p.tlsPort, err = freePort(); err != nil {
 			return err
@@ -94,6 +99,27 @@ func (p *Process) PID() int {
 }
 
 func (p *Process) confPath() string { return filepath.Join(p.dir, "mosquitto.conf") }
+func (p *Process) aclPath() string  { return filepath.Join(p.dir, "acl") }
+
+const allowAll = "topic readwrite #\n"
+
+// DenyPublish makes the broker refuse publications to these topics (a QoS 1
+// publish then gets a PUBACK with "not authorized"); none restores the rest.
+// Mosquitto rereads its ACL on SIGHUP.
+func (p *Process) DenyPublish(topics ...string) error {
+	acl := ""
+	for _, t := range topics {
+		acl += "topic deny " + t + "\n"
+	}
+	acl += allowAll
+	if err := os.WriteFile(p.aclPath(), []byte(acl), 0o644); err != nil {
+		return err
+	}
+	if p.cmd == nil {
+		return nil
+	}
+	return p.cmd.Process.Signal(syscall.SIGHUP)
+}
 
 func (p *Process) start() error {
 	cmd := exec.Command(p.bin, "-c", p.confPath())
