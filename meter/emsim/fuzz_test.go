@@ -87,7 +87,7 @@ func FuzzRespond(f *testing.F) {
 		// A fresh meter each time: a write (06) must not carry over to the next input.
 		s := New(Options{Static: true, FineEnergy: true, ProductionYear: 2021})
 		frame := appendCRC(append([]byte(nil), body...))
-		reply, _ := s.respond(frame, time.Now(), time.Time{})
+		reply := s.respond(frame, time.Now(), time.Time{}).reply
 		if reply == nil {
 			return
 		}

@@ -199,3 +199,61 @@ func openFDs(t *testing.T) int {
 }
 
 func goroutines() int { return runtime.NumGoroutine() }
+
+// replyFrame reads one reply the way a Modbus master does: address, function
+// and byte count (or exception code) first, then as many bytes as they say,
+// and checks the CRC.
+func (p *rawPort) replyFrame() []byte {
+	p.t.Helper()
+	_ = p.f.SetReadDeadline(time.Now().Add(2 * time.Second))
+	head := make([]byte, 3)
+	if _, err := io.ReadFull(p.f, head); err != nil {
+		p.t.Fatalf("read reply header: %v (% X)", err, head)
+	}
+	rest := 2 // an exception: just the CRC after the code
+	if head[1]&0x80 == 0 {
+		rest += int(head[2])
+	}
+	f := append(head, make([]byte, rest)...)
+	if _, err := io.ReadFull(p.f, f[3:]); err != nil {
+		p.t.Fatalf("read reply body: %v (% X)", err, f)
+	}
+	if !crcOK(f) {
+		p.t.Fatalf("reply % X: bad CRC", f)
+	}
+	return f
+}
+
+// readRequest is a function-03 request frame for slave 1.
+func readRequest(addr, qty uint16) []byte {
+	return frame(0x01, 0x03, byte(addr>>8), byte(addr), byte(qty>>8), byte(qty))
+}
+
+// words are the registers of a well-formed read reply.
+func words(t *testing.T, reply []byte) []uint16 {
+	t.Helper()
+	if reply[1]&0x80 != 0 {
+		t.Fatalf("exception reply % X", reply)
+	}
+	w := make([]uint16, reply[2]/2)
+	for i := range w {
+		w[i] = uint16(reply[3+2*i])<<8 | uint16(reply[4+2*i])
+	}
+	return w
+}
+
+// readWords sends a read and returns the registers of its reply.
+func (p *rawPort) readWords(addr, qty uint16) []uint16 {
+	p.t.Helper()
+	p.send(readRequest(addr, qty))
+	return words(p.t, p.replyFrame())
+}
+
+// outcomes lists the outcomes of the request log, oldest first.
+func outcomes(s *Sim) []Outcome {
+	var o []Outcome
+	for _, r := range s.Requests() {
+		o = append(o, r.Outcome)
+	}
+	return o
+}

@@ -196,56 +196,94 @@ func (s *Sim) readable(addr uint16) bool {
 	return ok
 }
 
-// read serves function 03/04: the words, or an exception code.
-func (s *Sim) read(addr, qty uint16, now time.Time) ([]uint16, byte) {
+// read serves function 03/04: the words, or an exception code, and the
+// outcome of the faults that spoiled them (OutcomeReply for none).
+func (s *Sim) read(addr, qty uint16, now time.Time) ([]uint16, byte, Outcome) {
 	if qty == 0 || qty > s.opts.MaxWords {
-		return nil, exIllegalValue
+		return nil, exIllegalValue, OutcomeReply
 	}
 	if int(addr)+int(qty) > 0x10000 {
-		return nil, exIllegalAddress
+		return nil, exIllegalAddress, OutcomeReply
 	}
-	if addr == meter.AddrModelCode && qty == 1 {
-		return []uint16{s.opts.ModelCode}, 0
-	}
-	total := false
 	for a := range qty {
-		if !s.readable(addr + a) {
-			return nil, exIllegalAddress
-		}
-		if c, ok := s.mem.cells[addr+a]; ok && s.mem.regs[c.reg].Total {
-			total = true
+		if !s.readable(addr+a) && (addr != meter.AddrModelCode || qty != 1) {
+			return nil, exIllegalAddress, OutcomeReply
 		}
 	}
-	glitch := total && s.faults.glitch > 0
-	if glitch {
-		s.faults.glitch--
+	outcome := OutcomeReply
+	from, count := int(addr), int(qty)
+	if s.faults.shifted > 0 {
+		s.faults.shifted--
+		from += s.faults.shiftWords
+		outcome = OutcomeShifted
 	}
+	if s.faults.wrongLength > 0 {
+		s.faults.wrongLength--
+		count = min(max(count+s.faults.lengthDelta, 0), 125)
+		outcome = OutcomeWrongLength
+	}
+	start := uint16(from) // a shift past either end wraps, as an address counter would
+
+	var totals *float64 // non-nil: every total in the reply reads this
+	if s.hasTotal(start, count) {
+		switch {
+		case s.faults.bootZeroes > 0:
+			s.faults.bootZeroes--
+			totals = new(float64)
+		case s.faults.lowTotals > 0:
+			s.faults.lowTotals--
+			totals = new(s.faults.lowValue)
+		}
+	}
+	if totals != nil && outcome == OutcomeReply {
+		outcome = OutcomeLowEnergy
+		if *totals == 0 {
+			outcome = OutcomeZeroEnergy
+		}
+	}
+
 	s.model.refresh(now, s.conditions())
-	out := make([]uint16, qty)
-	for i := range qty {
-		if c, ok := s.mem.cells[addr+i]; ok {
-			out[i] = s.cellWords(c, glitch)[c.word]
+	if start == meter.AddrModelCode && count == 1 {
+		return []uint16{s.opts.ModelCode}, 0, outcome
+	}
+	out := make([]uint16, count)
+	for i := range count {
+		a := start + uint16(i)
+		if c, ok := s.mem.cells[a]; ok {
+			out[i] = s.cellWords(c, totals)[c.word]
 		} else {
-			out[i] = s.words[addr+i] // 0 in the "not available" gaps
+			out[i] = s.words[a] // 0 in the "not available" gaps
 		}
 	}
-	return out, 0
+	return out, 0, outcome
 }
 
-// cellWords are the words of the value a cell belongs to, faults applied.
-func (s *Sim) cellWords(c cell, glitch bool) []uint16 {
+// hasTotal reports whether count registers from start hold (part of) an energy total.
+func (s *Sim) hasTotal(start uint16, count int) bool {
+	for i := range count {
+		if c, ok := s.mem.cells[start+uint16(i)]; ok && s.mem.regs[c.reg].Total {
+			return true
+		}
+	}
+	return false
+}
+
+// cellWords are the words of the value a cell belongs to, faults applied:
+// with totals non-nil every energy total reads *totals.
+func (s *Sim) cellWords(c cell, totals *float64) []uint16 {
 	r := s.mem.regs[c.reg]
 	f := r.Format
 	if c.kind != cellValue {
 		f = meter.Int32
 	}
-	switch {
-	case s.faults.sentinel[r.Key]:
+	if s.faults.sentinel[r.Key] {
 		return encodeRaw(f, sentinelRaw(f), s.mswFirst)
-	case glitch && r.Total:
-		return encodeRaw(f, 0, s.mswFirst)
 	}
-	raw := s.raw(r, c.kind)
+	v := s.model.out[r.Key]
+	if totals != nil && r.Total {
+		v = *totals
+	}
+	raw := rawOf(r, c.kind, v)
 	if !fits(f, raw) { // the meter shows "EEE"
 		raw = sentinelRaw(f)
 	}
@@ -256,7 +294,11 @@ func (s *Sim) cellWords(c cell, glitch bool) []uint16 {
 // counters truncate (a meter never shows energy it has not yet counted),
 // measurements round.
 func (s *Sim) raw(r meter.Register, kind cellKind) int64 {
-	v := s.model.out[r.Key]
+	return rawOf(r, kind, s.model.out[r.Key])
+}
+
+// rawOf is the integer a cell of r serves for the value v.
+func rawOf(r meter.Register, kind cellKind, v float64) int64 {
 	if !r.Total && kind == cellValue {
 		return int64(math.Round(v * r.Divisor))
 	}

@@ -14,15 +14,27 @@ const maxRequests = 10000
 type Outcome uint8
 
 const (
-	OutcomeReply      Outcome = iota + 1 // answered normally
-	OutcomeException                     // answered with an exception (Request.Exception)
-	OutcomeBadCRC                        // answered, with a corrupted CRC (fault)
-	OutcomeGarbage                       // answered with random bytes (fault)
-	OutcomeBroadcast                     // address 0: a write applied, no reply
-	OutcomeOtherSlave                    // addressed to another slave id: no reply
-	OutcomeMuted                         // the meter is muted (fault): no reply
-	OutcomeIgnored                       // arrived within IgnoreWithin of the previous reply: no reply
+	OutcomeReply       Outcome = iota + 1 // answered normally
+	OutcomeException                      // answered with an exception (Request.Exception)
+	OutcomeBadCRC                         // answered, with a corrupted CRC (fault)
+	OutcomeGarbage                        // answered with random bytes (fault)
+	OutcomeBroadcast                      // address 0: a write applied, no reply
+	OutcomeOtherSlave                     // addressed to another slave id: no reply
+	OutcomeMuted                          // the meter is muted (fault): no reply
+	OutcomeIgnored                        // arrived within IgnoreWithin of the previous reply: no reply
+	OutcomeLowEnergy                      // answered, every energy total in it reading a low value (LowEnergy)
+	OutcomeZeroEnergy                     // answered, every energy total in it reading 0 (GlitchEnergy, PowerCycle)
+	OutcomeLate                           // answered, after the delay of LateNext
+	OutcomeWrongLength                    // answered with more or fewer registers than asked (WrongLengthNext)
+	OutcomeShifted                        // answered with registers from another address (ShiftNext)
+	OutcomePowerOff                       // the meter is off during PowerCycle: no reply
+	OutcomeBusy                           // arrived while a late reply was pending: no reply
 )
+
+// When several faults spoil one reply, its Outcome names the one that comes
+// last in this order: low or zero energy, shifted, wrong length, exception,
+// late, bad CRC, garbage. Each fault's count still goes down, except that a
+// reply replaced by garbage leaves the bad-CRC count alone.
 
 func (o Outcome) String() string {
 	switch o {
@@ -42,6 +54,20 @@ func (o Outcome) String() string {
 		return "muted"
 	case OutcomeIgnored:
 		return "ignored"
+	case OutcomeLowEnergy:
+		return "low-energy"
+	case OutcomeZeroEnergy:
+		return "zero-energy"
+	case OutcomeLate:
+		return "late"
+	case OutcomeWrongLength:
+		return "wrong-length"
+	case OutcomeShifted:
+		return "shifted"
+	case OutcomePowerOff:
+		return "power-off"
+	case OutcomeBusy:
+		return "busy"
 	}
 	return fmt.Sprintf("outcome(%d)", uint8(o))
 }
@@ -61,7 +87,8 @@ type Request struct {
 // Answered reports whether a reply went out on the line (possibly spoiled by a fault).
 func (r Request) Answered() bool {
 	switch r.Outcome {
-	case OutcomeReply, OutcomeException, OutcomeBadCRC, OutcomeGarbage:
+	case OutcomeReply, OutcomeException, OutcomeBadCRC, OutcomeGarbage, OutcomeLowEnergy, OutcomeZeroEnergy,
+		OutcomeLate, OutcomeWrongLength, OutcomeShifted:
 		return true
 	}
 	return false

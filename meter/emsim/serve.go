@@ -19,6 +19,7 @@ type conn struct {
 	done      chan struct{} // closed by unplug: abandon any reply being delayed
 	exited    chan struct{} // closed when serve returns
 	lastReply time.Time     // end of the previous reply; serve goroutine only
+	rdev      uint64        // the pty slave's device number (tree mode); plugMu
 }
 
 // serve reads requests from the master and answers them until the pty is closed.
@@ -68,12 +69,16 @@ func (s *Sim) serve(c *conn) {
 
 // handle answers one frame; false when the connection went away meanwhile.
 func (s *Sim) handle(c *conn, frame []byte, at time.Time) bool {
-	reply, wait := s.respond(frame, at, c.lastReply)
-	if reply == nil {
+	a := s.respond(frame, at, c.lastReply)
+	if a.reply == nil {
 		return true
 	}
-	if wait > 0 {
-		t := time.NewTimer(wait)
+	if a.deaf {
+		if !s.busyUntil(c, time.Now().Add(a.wait)) {
+			return false
+		}
+	} else if a.wait > 0 {
+		t := time.NewTimer(a.wait)
 		select {
 		case <-c.done:
 			t.Stop()
@@ -82,7 +87,7 @@ func (s *Sim) handle(c *conn, frame []byte, at time.Time) bool {
 		}
 	}
 	_ = c.pty.master.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := c.pty.master.Write(reply); err != nil {
+	if _, err := c.pty.master.Write(a.reply); err != nil {
 		if errors.Is(err, os.ErrClosed) {
 			return false
 		}
@@ -92,9 +97,61 @@ func (s *Sim) handle(c *conn, frame []byte, at time.Time) bool {
 	return true
 }
 
-// respond decides what the meter does with a frame: the reply bytes (nil for
-// none) and how long after now to send them. It logs the request.
-func (s *Sim) respond(frame []byte, at, lastReply time.Time) ([]byte, time.Duration) {
+// busyUntil keeps reading until due while a late reply is pending: the meter
+// is busy, so every query that arrives meanwhile is logged as OutcomeBusy and
+// dropped, and so is any fragment left at due. False when unplugged meanwhile.
+func (s *Sim) busyUntil(c *conn, due time.Time) bool {
+	var fr framer
+	buf := make([]byte, maxFrameLen)
+	defer func() { _ = c.pty.master.SetReadDeadline(time.Time{}) }()
+	for time.Now().Before(due) {
+		_ = c.pty.master.SetReadDeadline(due)
+		n, err := c.pty.master.Read(buf)
+		at := time.Now()
+		fr.feed(buf[:n])
+		for {
+			frame, ok := fr.next()
+			if !ok {
+				break
+			}
+			s.busy(frame, at)
+		}
+		switch {
+		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrClosed):
+			return false
+		default:
+			select {
+			case <-c.done:
+				return false
+			case <-time.After(ioRetry):
+			}
+		}
+	}
+	if frame, ok := fr.silence(); ok {
+		s.busy(frame, time.Now())
+	}
+	return true
+}
+
+// busy logs a query the meter did not hear.
+func (s *Sim) busy(frame []byte, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	req := parseRequest(frame, at)
+	req.Outcome = OutcomeBusy
+	s.record(req)
+}
+
+// answer is what the meter does with one frame.
+type answer struct {
+	reply []byte        // nil: no reply
+	wait  time.Duration // from now until the reply goes out
+	deaf  bool          // a late reply: queries arriving during wait go unheard
+}
+
+// respond decides what the meter does with a frame and logs the request.
+func (s *Sim) respond(frame []byte, at, lastReply time.Time) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	req := parseRequest(frame, at)
@@ -103,32 +160,43 @@ func (s *Sim) respond(frame []byte, at, lastReply time.Time) ([]byte, time.Durat
 	switch {
 	case s.faults.mute:
 		req.Outcome = OutcomeMuted
-		return nil, 0
+		return answer{}
+	case at.Before(s.faults.offUntil):
+		req.Outcome = OutcomePowerOff
+		return answer{}
 	case slave != broadcastAddress && uint16(slave) != s.words[addrSlaveAddress]:
 		req.Outcome = OutcomeOtherSlave
-		return nil, 0
+		return answer{}
 	case s.opts.IgnoreWithin > 0 && !lastReply.IsZero() && at.Sub(lastReply) < s.opts.IgnoreWithin:
 		req.Outcome = OutcomeIgnored
-		return nil, 0
+		return answer{}
 	case slave == broadcastAddress:
 		if fc == fcWriteSingle && len(frame) == 8 {
 			s.write(req.Addr, req.Value)
 		}
 		req.Outcome = OutcomeBroadcast
-		return nil, 0
+		return answer{}
 	}
 
 	var pdu []byte
 	if s.faults.exceptions > 0 {
 		s.faults.exceptions--
 		pdu = exception(fc, s.faults.exception)
+		req.Outcome = OutcomeException
 	} else {
-		pdu = s.execute(frame, at)
+		pdu, req.Outcome = s.execute(frame, at)
 	}
-	reply := appendCRC(append([]byte{slave}, pdu...))
-	req.Outcome = OutcomeReply
 	if pdu[0]&0x80 != 0 {
 		req.Outcome, req.Exception = OutcomeException, pdu[1]
+	}
+	reply := appendCRC(append([]byte{slave}, pdu...))
+
+	delay := s.faults.slow
+	late := s.faults.late > 0
+	if late {
+		s.faults.late--
+		delay = s.faults.lateDelay
+		req.Outcome = OutcomeLate
 	}
 	switch {
 	case s.faults.garbage > 0:
@@ -143,42 +211,43 @@ func (s *Sim) respond(frame []byte, at, lastReply time.Time) ([]byte, time.Durat
 		req.Outcome = OutcomeBadCRC
 	}
 
-	due := at.Add(s.faults.slow)
+	due := at.Add(delay)
 	if s.opts.WireTiming {
 		due = due.Add(wireTime(len(frame)+len(reply), s.baud) + s.opts.Latency)
 	}
-	return reply, time.Until(due)
+	return answer{reply: reply, wait: time.Until(due), deaf: late}
 }
 
-// execute runs a request addressed to this meter and returns the reply PDU.
-func (s *Sim) execute(frame []byte, at time.Time) []byte {
+// execute runs a request addressed to this meter and returns the reply PDU
+// and what faults did to it (OutcomeReply for nothing).
+func (s *Sim) execute(frame []byte, at time.Time) ([]byte, Outcome) {
 	fc := frame[1]
 	if len(frame) != 8 { // every function the meter knows has an 8-byte request
-		return exception(fc, exIllegalFunc)
+		return exception(fc, exIllegalFunc), OutcomeReply
 	}
 	a, b := binary.BigEndian.Uint16(frame[2:4]), binary.BigEndian.Uint16(frame[4:6])
 	switch fc {
 	case fcReadHolding, fcReadInput:
-		words, ex := s.read(a, b, at)
+		words, ex, outcome := s.read(a, b, at)
 		if ex != 0 {
-			return exception(fc, ex)
+			return exception(fc, ex), OutcomeException
 		}
 		pdu := make([]byte, 2, 2+2*len(words))
 		pdu[0], pdu[1] = fc, byte(2*len(words))
 		for _, w := range words {
 			pdu = binary.BigEndian.AppendUint16(pdu, w)
 		}
-		return pdu
+		return pdu, outcome
 	case fcWriteSingle:
 		if ex := s.write(a, b); ex != 0 {
-			return exception(fc, ex)
+			return exception(fc, ex), OutcomeException
 		}
-		return append([]byte(nil), frame[1:6]...) // echo
+		return append([]byte(nil), frame[1:6]...), OutcomeReply // echo
 	case fcDiagnostics:
 		if a != 0 { // only sub-function 0, return query data
-			return exception(fc, exIllegalFunc)
+			return exception(fc, exIllegalFunc), OutcomeException
 		}
-		return append([]byte(nil), frame[1:6]...) // echo
+		return append([]byte(nil), frame[1:6]...), OutcomeReply // echo
 	}
-	return exception(fc, exIllegalFunc)
+	return exception(fc, exIllegalFunc), OutcomeException
 }

@@ -1,5 +1,21 @@
 // Package emsim simulates a Carlo Gavazzi EM340 energy meter: a Modbus RTU slave on a
 // pseudo-terminal, served from meter.Registers(), that can be unplugged and made to misbehave.
+//
+// It plugs in one of two ways:
+//
+//   - Tree mode (StartTree): the adapter under a directory laid out as udev lays out
+//     /dev: Root/ttyUSB<n>, Root/serial/by-id/… and Root/serial/by-path/…, created and
+//     removed in udev's order and at its pace, the node first 0600 and only later 0660
+//     group dialout, the by-id link renamed into place, and ttyUSB1 on a replug while a
+//     process still holds ttyUSB0. Any test of unplug or replug behaviour uses tree
+//     mode: it is what a real machine does (REAL-KERNEL-FACTS.md), including what a
+//     directory watch sees. Pace{Remove: -1, Chmod: -1, Links: -1} takes out the
+//     pauses for rapid cycles, keeping the order.
+//   - A single path (Start): one symlink that appears and vanishes at once; enough for
+//     tests of the protocol, the values and the faults.
+//
+// Faults (Mute, CorruptCRC, LateNext, PowerCycle, LowEnergy, …) spoil replies while it
+// serves; Requests logs each request with what was done to it.
 package emsim
 
 import (
@@ -64,10 +80,15 @@ type Sim struct {
 	baud     int
 	faults   faults
 	requests []Request
+	device   string // /dev/pts/N while plugged in, for Device
+	node     string // Root/ttyUSB<n> while it exists (tree mode), for NodePath
+	byID     string // the by-id link in tree mode, for ByIDPath
+	byPath   string // the by-path link in tree mode, for ByPathPath
 
-	plugMu  sync.Mutex // guards what follows; serialises plugging
-	path    string     // the stable path given to Start
+	plugMu  sync.Mutex // guards what follows; serialises plugging (held through udev's pauses)
+	path    string     // the stable path given to Start, or the by-id link in tree mode
 	devPath string     // the device name: path, or the name given to ReplugAs
+	tree    *tree      // nil unless started with StartTree
 	conn    *conn      // nil while unplugged
 	started bool
 	closed  bool
@@ -147,7 +168,7 @@ func (s *Sim) Close() error {
 		return nil
 	}
 	s.closed = true
-	if err := s.unplug(); err != nil {
+	if err := s.unplugAny(Pace{Remove: -1, Chmod: -1, Links: -1}); err != nil {
 		return fmt.Errorf("emsim: close: %w", err)
 	}
 	return nil
@@ -155,11 +176,13 @@ func (s *Sim) Close() error {
 
 // Unplug is a USB adapter pulled out: the master is closed (a tty hang-up:
 // the client's fd gets EIO from then on and never recovers) and the path
-// vanishes. Unplugging an unplugged meter does nothing.
+// vanishes. In tree mode the paths vanish in udev's order and pace (see
+// StartTree) and Unplug returns after the last removal. Unplugging an
+// unplugged meter does nothing.
 func (s *Sim) Unplug() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
-	if err := s.unplug(); err != nil {
+	if err := s.unplugAny(s.pace()); err != nil {
 		return fmt.Errorf("emsim: unplug: %w", err)
 	}
 	return nil
@@ -167,7 +190,10 @@ func (s *Sim) Unplug() error {
 
 // Replug plugs the adapter back in under the same name: a new pty (its
 // /dev/pts number may differ) and the path again. A plugged meter is
-// unplugged first. Values and energy carry on as on the real meter.
+// unplugged first. Values and energy carry on as on the real meter. In tree
+// mode the kernel's name is the lowest free ttyUSB<n> (ttyUSB1 while a
+// process still holds the old ttyUSB0), udev's steps follow in their order
+// and pace, and Replug returns after the by-id link is renamed into place.
 func (s *Sim) Replug() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -177,20 +203,47 @@ func (s *Sim) Replug() error {
 	return nil
 }
 
+// ReplugAfter is a whole outage in one call: Unplug, off of nothing, then
+// Replug, with no other plugging in between. For rapid cycles (off may be 0);
+// in tree mode an off shorter than the client takes to close its old fd
+// brings the adapter back as ttyUSB1.
+func (s *Sim) ReplugAfter(off time.Duration) error {
+	s.plugMu.Lock()
+	defer s.plugMu.Unlock()
+	if !s.closed && s.started {
+		if err := s.unplugAny(s.pace()); err != nil {
+			return fmt.Errorf("emsim: replug after %v: %w", off, err)
+		}
+		if off > 0 {
+			time.Sleep(off)
+		}
+	}
+	if err := s.replug(s.devPath); err != nil {
+		return fmt.Errorf("emsim: replug after %v: %w", off, err)
+	}
+	return nil
+}
+
 // ReplugAs plugs the adapter back in under another device name, as the
 // kernel does when ttyUSB0 is still held (ttyUSB1). The path given to Start
 // becomes a stable symlink to it, like /dev/serial/by-id/usb-FTDI…→../../ttyUSB1.
 // Later unplugs remove both; Replug comes back under newPath.
+//
+// In tree mode the kernel picks the name: ReplugAs fails there.
 func (s *Sim) ReplugAs(newPath string) error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
+	if s.tree != nil {
+		return fmt.Errorf("emsim: replug as %s: the kernel names the node in tree mode", newPath)
+	}
 	if err := s.replug(newPath); err != nil {
 		return fmt.Errorf("emsim: replug as %s: %w", newPath, err)
 	}
 	return nil
 }
 
-// Path is where the meter appears when plugged in (the path given to Start).
+// Path is where the meter appears when plugged in: the path given to Start,
+// or ByIDPath in tree mode.
 func (s *Sim) Path() string {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -198,13 +251,11 @@ func (s *Sim) Path() string {
 }
 
 // Device is the /dev/pts/N behind the path; "" while unplugged.
+// It does not wait for a plug or unplug under way.
 func (s *Sim) Device() string {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if s.conn == nil {
-		return ""
-	}
-	return s.conn.pty.name
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.device
 }
 
 func (s *Sim) replug(devPath string) error {
@@ -214,11 +265,56 @@ func (s *Sim) replug(devPath string) error {
 	case !s.started:
 		return errors.New("not started")
 	}
+	if s.tree != nil {
+		if err := s.unplugTree(s.pace()); err != nil {
+			return err
+		}
+		return s.plugTree(s.pace())
+	}
 	if err := s.unplug(); err != nil {
 		return err
 	}
 	s.devPath = devPath
 	return s.plug()
+}
+
+// unplugAny unplugs in either mode; plugMu is held.
+func (s *Sim) unplugAny(pace Pace) error {
+	if s.tree != nil {
+		return s.unplugTree(pace)
+	}
+	return s.unplug()
+}
+
+// pace is udev's pace in tree mode; plugMu is held.
+func (s *Sim) pace() Pace {
+	if s.tree == nil {
+		return Pace{}
+	}
+	return s.tree.Pace
+}
+
+// connect starts serving on a new pty and publishes it; plugMu is held.
+func (s *Sim) connect(p *pty, node string) {
+	c := &conn{pty: p, done: make(chan struct{}), exited: make(chan struct{})}
+	s.conn = c
+	s.mu.Lock()
+	s.device, s.node = p.name, node
+	s.mu.Unlock()
+	go s.serve(c)
+}
+
+// hangUp closes the pty (the hang-up), waits for the serving goroutine and
+// closes the simulator's own slave fd; plugMu is held.
+func (s *Sim) hangUp(c *conn) error {
+	s.conn = nil
+	s.mu.Lock()
+	s.device = ""
+	s.mu.Unlock()
+	close(c.done)
+	err := c.pty.master.Close() // the hang-up; wakes the serving goroutine
+	<-c.exited
+	return errors.Join(err, c.pty.slave.Close())
 }
 
 // plug opens a pty, links the device name (and the stable path) to it and
@@ -236,9 +332,7 @@ func (s *Sim) plug() error {
 			return errors.Join(fmt.Errorf("link %s: %w", s.path, err), removeLink(s.devPath), p.close())
 		}
 	}
-	c := &conn{pty: p, done: make(chan struct{}), exited: make(chan struct{})}
-	s.conn = c
-	go s.serve(c)
+	s.connect(p, "")
 	s.log.Info("meter plugged in", "path", s.path, "device", s.devPath, "pty", p.name)
 	return nil
 }
@@ -250,11 +344,7 @@ func (s *Sim) unplug() error {
 	if c == nil {
 		return nil
 	}
-	s.conn = nil
-	close(c.done)
-	err := c.pty.master.Close() // the hang-up; wakes the serving goroutine
-	<-c.exited
-	err = errors.Join(err, c.pty.slave.Close(), removeLink(s.devPath))
+	err := errors.Join(s.hangUp(c), removeLink(s.devPath))
 	if s.devPath != s.path {
 		err = errors.Join(err, removeLink(s.path))
 	}
