@@ -28,12 +28,18 @@ func (b ReconnectBackoff) Delay(n uint) time.Duration {
 
 // delayType adapts the schedule to retry-go, which only doubles on its own. Once
 // the link is offline it waits the maximum delay, as the predecessor's users expect.
-func (b ReconnectBackoff) delayType(offline func() bool) retry.DelayTypeFunc {
+// During a permission grace (EACCES right after the node appeared) the wait
+// is capped at graceDelay: udev's chmod is due within ~100 ms.
+func (b ReconnectBackoff) delayType(offline, grace func() bool) retry.DelayTypeFunc {
 	return func(n uint, _ error, _ *retry.Config) time.Duration {
+		d := b.Delay(n)
 		if offline() {
-			return b.Max
+			d = b.Max
 		}
-		return b.Delay(n)
+		if grace() {
+			d = min(d, graceDelay)
+		}
+		return d
 	}
 }
 

@@ -33,7 +33,7 @@ func TestReconnectBackoff(t *testing.T) {
 func TestDelayTypeWaitsTheMaximumOnceOffline(t *testing.T) {
 	b := ReconnectBackoff{Min: time.Second, Max: time.Minute, Factor: 2}
 	offline := false
-	delay := b.delayType(func() bool { return offline })
+	delay := b.delayType(func() bool { return offline }, func() bool { return false })
 	if got := delay(1, nil, nil); got != time.Second {
 		t.Fatalf("first delay %v", got)
 	}
@@ -63,5 +63,18 @@ func TestWaitAfterReplug(t *testing.T) {
 		if w := predecessor.WaitAfterReplug(outage); w < 0 || w > time.Minute {
 			t.Fatalf("outage %s: waits %s, outside 0–60 s", outage, w)
 		}
+	}
+}
+
+func TestDelayTypeIsShortDuringPermissionGrace(t *testing.T) {
+	b := ReconnectBackoff{Min: time.Second, Max: time.Minute, Factor: 2}
+	grace := true
+	delay := b.delayType(func() bool { return false }, func() bool { return grace })
+	if got := delay(5, nil, nil); got != graceDelay {
+		t.Fatalf("delay in grace %v, want %v", got, graceDelay)
+	}
+	grace = false
+	if got := delay(5, nil, nil); got != 16*time.Second {
+		t.Fatalf("delay after grace %v", got)
 	}
 }

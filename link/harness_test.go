@@ -30,28 +30,54 @@ type rig struct {
 }
 
 type rigOptions struct {
-	cfg    Config // Device, Backoff, OfflineAfter and seams; the rest is filled in
-	simOpt emsim.Options
-	device string // where the simulator plugs in; default dir/ttyUSB0
+	cfg     Config // Device, Backoff, OfflineAfter and seams; the rest is filled in
+	simOpt  emsim.Options
+	device  string        // single-path mode: where the simulator plugs in; default dir/ttyUSB0
+	layout  layout        // tree mode: which of udev's paths the link is given
+	pace    emsim.Pace    // tree mode: udev's pace; zero: the measured defaults
+	timeout time.Duration // per request; default 300 ms
 }
+
+// layout is the device path a tree-mode rig configures, as a user would.
+type layout string
+
+const (
+	singlePath layout = ""      // emsim.Start: one symlink, for protocol and fault tests
+	nodePath   layout = "node"  // Root/ttyUSB0, as /dev/ttyUSB0
+	byIDPath   layout = "by-id" // Root/serial/by-id/…, as /dev/serial/by-id/…
+)
+
+// unplugLayouts are the paths every unplug test runs with.
+var unplugLayouts = []layout{nodePath, byIDPath}
 
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
 	dir := t.TempDir()
-	if o.device == "" {
-		o.device = filepath.Join(dir, "ttyUSB0")
-	} else {
-		o.device = filepath.Join(dir, o.device)
-	}
-	if err := os.MkdirAll(filepath.Dir(o.device), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	if o.simOpt.Serial == "" {
 		o.simOpt.FineEnergy, o.simOpt.ProductionYear, o.simOpt.MeasurementMode = true, 2021, meter.MeasurementModeB
 	}
 	sim := emsim.New(o.simOpt)
-	if err := sim.Start(o.device); err != nil {
-		t.Fatal(err)
+	switch o.layout {
+	case singlePath:
+		if o.device == "" {
+			o.device = filepath.Join(dir, "ttyUSB0")
+		} else {
+			o.device = filepath.Join(dir, o.device)
+		}
+		if err := os.MkdirAll(filepath.Dir(o.device), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := sim.Start(o.device); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		if err := sim.StartTree(emsim.DevTree{Root: dir, Pace: o.pace}); err != nil {
+			t.Fatal(err)
+		}
+		o.device = sim.ByIDPath()
+		if o.layout == nodePath {
+			o.device = sim.NodePath()
+		}
 	}
 	m := meter.New(meter.Options{})
 	r := &rig{t: t, sim: sim, meter: m, path: o.device, states: make(chan Status, 1024), done: make(chan error, 1)}
@@ -59,7 +85,10 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if cfg.Device == "" {
 		cfg.Device = o.device
 	}
-	cfg.Serial = Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 1, Timeout: 300 * time.Millisecond}
+	if o.timeout == 0 {
+		o.timeout = 300 * time.Millisecond
+	}
+	cfg.Serial = Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 1, Timeout: o.timeout}
 	if cfg.Backoff == (ReconnectBackoff{}) {
 		cfg.Backoff = ReconnectBackoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2}
 	}
@@ -151,4 +180,44 @@ func settledGoroutines(limit int) int {
 		n = runtime.NumGoroutine()
 	}
 	return n
+}
+
+// waitReleased waits until this process holds no fd on pts (the /dev/pts/N
+// of a plug): only then does a replug come back under the same ttyUSB name.
+func (r *rig) waitReleased(pts string) {
+	r.t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for holdsFile(r.t, pts) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s still held %s after the loss", pts, hangGuard)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// unplug pulls the adapter and waits until the link has seen it and let go.
+func (r *rig) unplug() Status {
+	r.t.Helper()
+	pts := r.sim.Device()
+	if err := r.sim.Unplug(); err != nil {
+		r.t.Fatal(err)
+	}
+	st := r.waitState(Reconnecting, CauseAdapterMissing)
+	r.waitReleased(pts)
+	return st
+}
+
+func holdsFile(t *testing.T, path string) bool {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err == nil && (target == path || target == path+" (deleted)") {
+			return true
+		}
+	}
+	return false
 }

@@ -32,12 +32,17 @@ type Config struct {
 	OfflineAfter time.Duration // reconnecting → offline
 	MinGap       time.Duration // quiet time after a reply before the next query (EM340: 40 ms)
 	MaxNoAnswer  int           // consecutive unanswered requests that mean the meter is gone (EM340: 2–3)
-	Prove        Prover
-	OnChange     func(Status) // called, in order, on every state or cause change; must not block
-	Logger       *slog.Logger
+	// MaxFailedSnapshots is how many Do sessions in a row may fail (fn returns
+	// an error other than ctx's) before the link counts the meter as not
+	// answering and reconnects; 0 means 3. Garbled or stale replies fail a
+	// snapshot without ever being "unanswered".
+	MaxFailedSnapshots int
+	Prove              Prover
+	OnChange           func(Status) // called, in order, on every state or cause change; must not block
+	Logger             *slog.Logger
 
-	open      func(path string, s Serial, logger *slog.Logger) (port, error) // nil: openModbus
-	enumerate func() ([]*enumerator.PortDetails, error)                      // nil: the system's
+	open      func(path string, s Serial) (port, error) // nil: openRTU
+	enumerate func() ([]*enumerator.PortDetails, error) // nil: the system's
 }
 
 // Link is the serial link to one meter. Create it with New, run it with Run,
@@ -58,6 +63,8 @@ type Link struct {
 	resolved string    // device node in use or last tried
 	lastIO   time.Time // end of the last request, for the inter-frame gap
 	noAnswer int       // consecutive unanswered requests
+	failedDo int       // consecutive failed Do sessions
+	deniedAt time.Time // first EACCES of the current run of them; zero: none
 
 	notify sync.Mutex // orders OnChange calls
 	lost   chan Cause // the request path reports loss to Run
@@ -72,13 +79,16 @@ func New(cfg Config) *Link {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.open == nil {
-		cfg.open = openModbus
+		cfg.open = openRTU
 	}
 	if cfg.enumerate == nil {
 		cfg.enumerate = func() ([]*enumerator.PortDetails, error) { return enumerator.GetDetailedPortsList() }
 	}
 	if cfg.MaxNoAnswer < 1 {
 		cfg.MaxNoAnswer = 3
+	}
+	if cfg.MaxFailedSnapshots < 1 {
+		cfg.MaxFailedSnapshots = 3
 	}
 	if cfg.Prove == nil {
 		cfg.Prove = func(context.Context, meter.Reader) error { return nil }
@@ -102,7 +112,8 @@ func (l *Link) Status() Status {
 // Run keeps the link up until ctx is done, then closes the port. It returns
 // ctx's error, or an error if the device directory cannot be watched.
 func (l *Link) Run(ctx context.Context) error {
-	watch, err := newDirWatch()
+	_, usb := parseUSB(l.cfg.Device)
+	watch, err := newDirWatch(l.watchTargets, usb)
 	if err != nil {
 		return fmt.Errorf("watch device directory: %w", err)
 	}
@@ -113,16 +124,15 @@ func (l *Link) Run(ctx context.Context) error {
 		watching.Wait()
 		_ = watch.close()
 	}()
-	_, usb := parseUSB(l.cfg.Device)
-	watching.Go(func() { watch.run(watchCtx, l.paths, usb) })
+	watching.Go(func() { watch.run(watchCtx) })
 
 	defer l.stopOfflineTimer()
 	l.beginOutage(CauseStarting, "")
 	for {
-		err := retry.Do(func() error { return l.connect(ctx, watch) },
+		err := retry.Do(func() error { return l.connect(ctx) },
 			retry.Context(ctx),
 			retry.Attempts(0),
-			retry.DelayType(l.cfg.Backoff.delayType(l.isOffline)),
+			retry.DelayType(l.cfg.Backoff.delayType(l.isOffline, l.inPermissionGrace)),
 			retry.MaxDelay(l.cfg.Backoff.Max),
 			retry.WithTimer(wakeTimer{ctx: ctx, wake: watch.appeared}),
 		)
@@ -135,7 +145,7 @@ func (l *Link) Run(ctx context.Context) error {
 			l.closePort()
 			return err
 		}
-		// Say so first: closing waits for a request in flight to time out.
+		// Say so first: closing waits for a request in flight to end (one read slice).
 		l.beginOutage(cause, detail)
 		l.closePort()
 	}
@@ -169,12 +179,33 @@ func (l *Link) Do(ctx context.Context, fn func(r meter.Reader) error) error {
 	if !online {
 		return ErrNotOnline
 	}
-	return fn(reader{l: l, p: p})
+	err := fn(reader{l: l, p: p})
+	l.afterSession(ctx, err)
+	return err
+}
+
+// afterSession counts failed sessions: a meter that answers every request,
+// but with garbage, never trips MaxNoAnswer.
+func (l *Link) afterSession(ctx context.Context, err error) {
+	if ctx.Err() != nil && err != nil {
+		return // cancelled: says nothing about the meter
+	}
+	l.mu.Lock()
+	if err == nil {
+		l.failedDo = 0
+	} else {
+		l.failedDo++
+	}
+	failed := l.failedDo >= l.cfg.MaxFailedSnapshots
+	l.mu.Unlock()
+	if failed {
+		l.reportLost(CauseMeterSilent)
+	}
 }
 
 // connect is one attempt: resolve, open, prove. It holds the session so no Do
 // runs against a half-open port.
-func (l *Link) connect(ctx context.Context, watch *dirWatch) error {
+func (l *Link) connect(ctx context.Context) error {
 	l.session.Lock()
 	defer l.session.Unlock()
 	l.drain()
@@ -182,20 +213,17 @@ func (l *Link) connect(ctx context.Context, watch *dirWatch) error {
 	l.mu.Lock()
 	l.resolved = path
 	l.mu.Unlock()
-	if werr := watch.watch(l.res.watchDirs(path)); werr != nil {
-		l.log.Debug("cannot watch device directory", "err", werr)
-	}
 	if err != nil {
-		l.setCause(classifyOpen(err), err)
+		l.openFailed(err)
 		return err
 	}
-	p, err := l.cfg.open(path, l.cfg.Serial, l.log)
+	p, err := l.cfg.open(path, l.cfg.Serial)
 	if err != nil {
-		l.setCause(classifyOpen(err), err)
+		l.openFailed(err)
 		return err
 	}
 	l.mu.Lock()
-	l.port, l.noAnswer = p, 0
+	l.port, l.noAnswer, l.failedDo, l.deniedAt = p, 0, 0, time.Time{}
 	l.mu.Unlock()
 	proveErr := l.cfg.Prove(ctx, reader{l: l, p: p})
 	if proveErr != nil && !errors.Is(proveErr, meter.ErrWrongMeter) {
@@ -232,10 +260,57 @@ func (l *Link) closePort() {
 	}
 }
 
-func (l *Link) paths() (configured, resolved string) {
+// permissionGrace is how long EACCES may last before it is the cause shown:
+// udev creates the node 0600 root:root and gives it group dialout ~90 ms
+// later, so a non-root bridge sees EACCES at every replug for a moment.
+const permissionGrace = time.Second
+
+// graceDelay caps the backoff while EACCES may still be udev's chmod to come.
+const graceDelay = 100 * time.Millisecond
+
+// openFailed records why an open failed. A brief EACCES keeps the cause the
+// outage had (adapter missing); only one lasting permissionGrace is shown.
+func (l *Link) openFailed(err error) {
+	cause := classifyOpen(err)
+	if cause == CausePermissionDenied {
+		l.mu.Lock()
+		if l.deniedAt.IsZero() {
+			l.deniedAt = time.Now()
+		}
+		brief := time.Since(l.deniedAt) <= permissionGrace
+		l.mu.Unlock()
+		if brief {
+			l.log.Debug("open denied, waiting for udev to set the group", "err", err)
+			return
+		}
+	} else {
+		l.mu.Lock()
+		l.deniedAt = time.Time{}
+		l.mu.Unlock()
+	}
+	if cause == CauseDeviceNotAllowed {
+		err = fmt.Errorf("device not allowed by the container's device rules: %w", err)
+	}
+	l.setCause(cause, err)
+}
+
+// inPermissionGrace: the last opens failed with EACCES for less than permissionGrace.
+func (l *Link) inPermissionGrace() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.cfg.Device, l.resolved
+	return !l.deniedAt.IsZero() && time.Since(l.deniedAt) <= permissionGrace
+}
+
+// watchTargets are the paths the directory watch follows: the configured one
+// first, then the node in use or last tried.
+func (l *Link) watchTargets() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	configured := l.cfg.Device
+	if _, usb := parseUSB(configured); usb {
+		configured = "/dev/tty" // the enumerator scans /dev: watch it
+	}
+	return []string{configured, l.resolved}
 }
 
 func (l *Link) stillPresent() bool {

@@ -1,10 +1,10 @@
 package link
 
 import (
+	"context"
 	"errors"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"syscall"
 	"time"
@@ -12,9 +12,10 @@ import (
 	"github.com/simonvetter/modbus"
 )
 
-// port is the open serial line to the meter; *modbus.ModbusClient is one.
+// port is the open serial line to the meter; *rtuPort is one. A request ends
+// promptly when ctx is done or the line hangs up.
 type port interface {
-	ReadRegisters(addr, quantity uint16, regType modbus.RegType) ([]uint16, error)
+	ReadRegisters(ctx context.Context, addr, quantity uint16) ([]uint16, error)
 	Close() error
 }
 
@@ -27,38 +28,16 @@ type Serial struct {
 	Timeout  time.Duration // per request
 }
 
-// openModbus opens path as an RTU client. It is the seam tests replace to make
-// an open fail the way a real adapter can (EACCES for a user not in dialout).
-func openModbus(path string, s Serial, logger *slog.Logger) (port, error) {
-	parity := map[string]uint{"even": modbus.PARITY_EVEN, "odd": modbus.PARITY_ODD}[s.Parity] // none is 0
-	client, err := modbus.NewClient(&modbus.ClientConfiguration{
-		URL:      "rtu://" + path,
-		Speed:    uint(s.Baud),
-		DataBits: 8,
-		Parity:   parity,
-		StopBits: uint(s.StopBits), // the library would pick 2 for no parity; the EM340 default is 1
-		Timeout:  s.Timeout,
-		Logger:   slog.NewLogLogger(logger.With("component", "modbus").Handler(), slog.LevelDebug),
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := client.Open(); err != nil {
-		return nil, err
-	}
-	if err := client.SetUnitId(s.Address); err != nil {
-		_ = client.Close()
-		return nil, err
-	}
-	return client, nil
-}
-
 // classifyOpen turns an open error into the cause a user can act on.
 func classifyOpen(err error) Cause {
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, ErrNoAdapter), errors.Is(err, syscall.ENXIO), errors.Is(err, syscall.ENODEV):
 		return CauseAdapterMissing
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+	case errors.Is(err, syscall.EPERM):
+		// Not a file mode: a container's device cgroup rules answer EPERM.
+		// (Checked before fs.ErrPermission, which matches EPERM too.)
+		return CauseDeviceNotAllowed
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EACCES):
 		return CausePermissionDenied
 	case errors.Is(err, syscall.EBUSY):
 		return CausePortBusy
@@ -71,7 +50,7 @@ func classifyOpen(err error) Cause {
 func isAdapterGone(err error) bool {
 	return errors.Is(err, syscall.EIO) || errors.Is(err, syscall.ENXIO) || errors.Is(err, syscall.ENODEV) ||
 		errors.Is(err, syscall.ENOENT) || errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) ||
-		errors.Is(err, syscall.EBADF)
+		errors.Is(err, syscall.EBADF) || errors.Is(err, errHungUp)
 }
 
 // isNoAnswer reports errors that mean the meter did not answer sensibly: a run of

@@ -3,7 +3,6 @@ package link
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -82,34 +81,4 @@ func (r resolver) resolve() (string, error) {
 		return r.device, err // a bare ENOENT: the adapter is missing
 	}
 	return path, nil
-}
-
-// watchDirs are the directories whose changes may mean the adapter came back:
-// the configured path's own directory and, when it is a link, its target's. A
-// directory that does not exist yet (/dev/serial/by-id vanishes with the last
-// adapter) is replaced by its nearest existing ancestor.
-func (r resolver) watchDirs(resolved string) []string {
-	if _, ok := parseUSB(r.device); ok {
-		return []string{"/dev"}
-	}
-	dirs := []string{existingAncestor(filepath.Dir(r.device))}
-	if resolved != "" && resolved != r.device {
-		if d := existingAncestor(filepath.Dir(resolved)); d != dirs[0] {
-			dirs = append(dirs, d)
-		}
-	}
-	return dirs
-}
-
-func existingAncestor(dir string) string {
-	for {
-		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return dir
-		}
-		dir = parent
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -70,7 +69,7 @@ func TestUSBAdapterReturnsUnderAnotherName(t *testing.T) {
 	}
 }
 
-func TestResolveFollowsLinksAndWatchDirs(t *testing.T) {
+func TestResolveFollowsLinks(t *testing.T) {
 	dir := t.TempDir()
 	node := filepath.Join(dir, "ttyUSB1")
 	if err := os.WriteFile(node, nil, 0o600); err != nil {
@@ -81,9 +80,6 @@ func TestResolveFollowsLinksAndWatchDirs(t *testing.T) {
 	if _, err := r.resolve(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing by-id: err %v", err)
 	}
-	if got := r.watchDirs(""); !slices.Equal(got, []string{dir}) {
-		t.Fatalf("watchDirs without by-id = %v, want the nearest existing ancestor %s", got, dir)
-	}
 	if err := os.MkdirAll(filepath.Dir(byID), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -93,28 +89,5 @@ func TestResolveFollowsLinksAndWatchDirs(t *testing.T) {
 	got, err := r.resolve()
 	if err != nil || got != node {
 		t.Fatalf("resolve = %q, %v; want %q", got, err, node)
-	}
-	if dirs := r.watchDirs(got); !slices.Equal(dirs, []string{filepath.Dir(byID), dir}) {
-		t.Fatalf("watchDirs = %v", dirs)
-	}
-}
-
-func TestMayBeAdapter(t *testing.T) {
-	tests := []struct {
-		name, configured, resolved string
-		usb, want                  bool
-	}{
-		{"/dev/ttyUSB0", "/dev/ttyUSB0", "/dev/ttyUSB0", false, true},
-		{"/dev/ttyUSB1", "/dev/ttyUSB0", "/dev/ttyUSB0", false, false},
-		{"/dev/serial", "/dev/serial/by-id/usb-x", "", false, true},
-		{"/dev/serial/by-id/usb-x", "/dev/serial/by-id/usb-x", "/dev/ttyUSB0", false, true},
-		{"/dev/ttyUSB1", "/dev/serial/by-id/usb-x", "/dev/ttyUSB0", false, false},
-		{"/dev/ttyUSB1", "usb:0403:6001", "/dev/ttyUSB0", true, true},
-		{"/dev/sda1", "usb:0403:6001", "/dev/ttyUSB0", true, false},
-	}
-	for _, tt := range tests {
-		if got := mayBeAdapter(tt.name, tt.configured, tt.resolved, tt.usb); got != tt.want {
-			t.Errorf("mayBeAdapter(%q, %q, %q) = %v", tt.name, tt.configured, tt.resolved, got)
-		}
 	}
 }

@@ -24,6 +24,7 @@ const (
 	CauseMeterSilent      Cause = "meter not answering"
 	CausePermissionDenied Cause = "permission denied"
 	CausePortBusy         Cause = "port busy"
+	CauseDeviceNotAllowed Cause = "device not allowed" // EPERM: the container's device rules, not the file mode
 	CauseWrongMeter       Cause = "wrong meter"
 	CauseError            Cause = "error"
 )

@@ -101,7 +101,7 @@ func (r reader) ReadRegisters(ctx context.Context, addr, quantity uint16) ([]uin
 	if err := r.l.waitGap(ctx); err != nil {
 		return nil, err
 	}
-	words, err := r.p.ReadRegisters(addr, quantity, modbus.HOLDING_REGISTER)
+	words, err := r.p.ReadRegisters(ctx, addr, quantity)
 	r.l.afterRequest(err)
 	return words, err
 }
@@ -142,7 +142,7 @@ func (l *Link) afterRequest(err error) {
 	case isAdapterGone(err):
 		l.reportLost(CauseAdapterMissing)
 	case isNoAnswer(err) && !l.stillPresent():
-		// A request in flight at unplug ends as a timeout, not EIO: look at the node.
+		// A garbled or missing reply while the node is gone is the unplug, not the meter.
 		l.reportLost(CauseAdapterMissing)
 	case silent:
 		l.reportLost(CauseMeterSilent)
