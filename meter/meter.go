@@ -23,9 +23,9 @@ var ErrWrongMeter = errors.New("a different meter answers")
 
 // Options tune a Meter; the zero value is usable.
 type Options struct {
-	Registers  []Register   // what to poll; the whole table when nil
-	ResetAfter int          // snapshots a lower total must persist to count as a reset
-	Logger     *slog.Logger // rejections are logged here with their raw registers
+	Registers    []Register   // what to poll; the whole table when nil
+	ConfirmAfter int          // K, agreeing reads that confirm a jump or a partial reset; DefaultConfirmAfter if < 2
+	Logger       *slog.Logger // rejections are logged here with their raw registers
 }
 
 // Meter reads and validates snapshots of one EM340. It keeps what it learnt at
@@ -39,6 +39,7 @@ type Meter struct {
 	connected bool
 	plan      []Block
 	rejected  atomic.Uint64
+	reasons   map[string]string // key ("" for the snapshot) → kind of its current run of rejections
 }
 
 // New returns a Meter; call Connect before Read.
@@ -51,7 +52,8 @@ func New(opts Options) *Meter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Meter{regs: regs, validator: NewValidator(opts.ResetAfter), log: log}
+	return &Meter{regs: regs, validator: NewValidator(opts.ConfirmAfter), log: log,
+		reasons: map[string]string{}}
 }
 
 // Registers is what this meter polls.
@@ -63,7 +65,9 @@ func (m *Meter) Identity() Identity { return m.id }
 // Plan is the block plan in use.
 func (m *Meter) Plan() []Block { return m.plan }
 
-// Rejected counts values that failed validation since New.
+// Rejected counts, since New, every value that failed validation and every
+// snapshot dropped whole (all zero, garbled); a total not yet confirmed is not
+// a rejection.
 func (m *Meter) Rejected() uint64 { return m.rejected.Load() }
 
 // Connect reads the meter's identity and decides, afresh at every (re)connect,
@@ -88,9 +92,34 @@ func (m *Meter) Connect(ctx context.Context, r Reader) (Identity, error) {
 	return id, wrong
 }
 
+// ErrGarbledSnapshot is returned by Read when several values of one snapshot
+// fail their range check: the frame was shifted or garbled, so the values that
+// happen to pass are not trusted either (measured: "383.7 V" read from a W register).
+var ErrGarbledSnapshot = errors.New("several values outside their range: a shifted or garbled frame")
+
+// garbledAfter is how many values of one snapshot may fail their range check
+// before the whole snapshot is dropped. One is a stray value, dropped alone;
+// two unrelated registers out of range at once is what a shifted frame does.
+// The meter's own overflow sentinel 7FFFFFFFh ("EEE") is not counted: it is the
+// meter speaking, and an overload puts it on several related values at once.
+const garbledAfter = 2
+
+// decoded is one register of a snapshot on its way through validation.
+type decoded struct {
+	reg   Register
+	words []uint16
+	value float64
+	err   error
+}
+
 // Read takes one snapshot: the planned block reads, decoding and validation.
-// A value that fails validation is logged with its raw registers, counted and
-// left out of the Reading. An error means no part of the snapshot is usable.
+// A value that fails validation is counted, logged with its raw registers (at
+// Warn when the reason for its key changes, at Debug while it repeats) and left
+// out of the Reading; a total not yet confirmed (ErrUnconfirmed) is left out
+// too, logged at Debug and not counted. An error means no part of the snapshot
+// is usable: it failed at the I/O level, read all zero (ErrAllZero) or was
+// garbled (ErrGarbledSnapshot); then the validator's totals are not touched.
+// Read, Restore and Accepted belong to one goroutine.
 func (m *Meter) Read(ctx context.Context, r Reader) (Reading, error) {
 	if !m.connected {
 		return Reading{}, errors.New("meter: Read before Connect")
@@ -102,23 +131,101 @@ func (m *Meter) Read(ctx context.Context, r Reader) (Reading, error) {
 	at := time.Now()
 	if img.allZero() {
 		m.rejected.Add(1)
-		m.log.Warn("snapshot rejected", "reason", ErrAllZero)
+		m.logRejection("", nil, ErrAllZero)
 		return Reading{}, ErrAllZero
 	}
-	reading := Reading{Time: at, Fine: m.id.FineEnergy, Values: make([]Value, 0, len(m.regs))}
-	for _, reg := range m.regs {
+	values := make([]decoded, len(m.regs))
+	var outOfRange []string
+	for i, reg := range m.regs {
 		words, value, err := m.decode(img, reg)
 		if err == nil {
-			err = m.validator.Check(reg, value, m.id.MeasurementMode, at)
+			err = checkRange(reg, value, m.id.MeasurementMode)
 		}
-		if err != nil {
+		values[i] = decoded{reg, words, value, err}
+		if err != nil && !errors.Is(err, ErrOverflow) {
+			outOfRange = append(outOfRange, reg.Key)
+		}
+	}
+	if len(outOfRange) >= garbledAfter {
+		err := fmt.Errorf("%d values (%s): %w", len(outOfRange), strings.Join(outOfRange, ", "), ErrGarbledSnapshot)
+		m.rejected.Add(1)
+		m.logRejection("", nil, err)
+		return Reading{}, err
+	}
+	m.accepted("")
+	// Lifetime totals first: when one is rejected, the snapshot's partial
+	// counters are suspect too and must not advance toward a reset.
+	suspect := false
+	for i, d := range values {
+		if d.err == nil && d.reg.Total && !d.reg.Partial {
+			values[i].err = m.validator.checkTotal(d.reg, d.value, at)
+			suspect = suspect || values[i].err != nil && !errors.Is(values[i].err, ErrUnconfirmed)
+		}
+	}
+	for i, d := range values {
+		switch {
+		case d.err != nil || !d.reg.Partial:
+		case suspect:
+			values[i].err = fmt.Errorf("%s withheld: %w", d.reg.Key, ErrSuspectSnapshot)
+		default:
+			values[i].err = m.validator.checkTotal(d.reg, d.value, at)
+		}
+	}
+	reading := Reading{Time: at, Fine: m.id.FineEnergy, Values: make([]Value, 0, len(m.regs))}
+	for _, d := range values {
+		switch {
+		case errors.Is(d.err, ErrUnconfirmed), errors.Is(d.err, ErrSuspectSnapshot):
+			// Not a bad value of its own: logged, not counted.
+			m.log.Debug("value withheld", "key", d.reg.Key, "raw", hexWords(d.words), "reason", d.err)
+		case d.err != nil:
 			m.rejected.Add(1)
-			m.log.Warn("value rejected", "key", reg.Key, "raw", hexWords(words), "reason", err)
-			continue
+			m.logRejection(d.reg.Key, d.words, d.err)
+		default:
+			m.accepted(d.reg.Key)
+			reading.Values = append(reading.Values, Value{Register: d.reg, Value: d.value})
 		}
-		reading.Values = append(reading.Values, Value{Register: reg, Value: value})
 	}
 	return reading, nil
+}
+
+// Restore gives the validator the accepted energy totals of an earlier run
+// of the same meter (see Validator.Restore).
+func (m *Meter) Restore(totals map[string]Accepted) { m.validator.Restore(totals) }
+
+// Accepted returns the last accepted value of every energy total, by key,
+// for the caller to persist.
+func (m *Meter) Accepted() map[string]Accepted { return m.validator.Accepted() }
+
+// logRejection logs a rejection of key ("" for the whole snapshot) at Warn
+// when its reason differs from the key's last one, and at Debug while it
+// repeats, so a glitch that lasts a hundred snapshots is one warning.
+func (m *Meter) logRejection(key string, words []uint16, err error) {
+	reason := reasonOf(err)
+	level := slog.LevelWarn
+	if last, seen := m.reasons[key]; seen && last == reason {
+		level = slog.LevelDebug
+	}
+	m.reasons[key] = reason
+	msg, attrs := "value rejected", []any{"key", key, "raw", hexWords(words), "reason", err}
+	if key == "" {
+		msg, attrs = "snapshot rejected", []any{"reason", err}
+	}
+	m.log.Log(context.Background(), level, msg, attrs...)
+}
+
+// accepted ends key's run of rejections: its next one is news again.
+func (m *Meter) accepted(key string) { delete(m.reasons, key) }
+
+// reasonOf names the kind of a rejection, which stays the same while the
+// values in its message change from one snapshot to the next.
+func reasonOf(err error) string {
+	for _, kind := range []error{ErrGarbledSnapshot, ErrAllZero, ErrOverflow, ErrOutOfRange, ErrNegativeInModeA,
+		ErrZeroTotal, ErrFallingTotal, ErrImplausibleJump} {
+		if errors.Is(err, kind) {
+			return kind.Error()
+		}
+	}
+	return "decode"
 }
 
 func (m *Meter) decode(img image, reg Register) ([]uint16, float64, error) {

@@ -52,6 +52,7 @@ type Register struct {
 	StateClass  string   // Home Assistant state class; "" for none
 	Min, Max    float64  // physical range after scaling; values outside are rejected
 	Total       bool     // an energy counter that never decreases on a healthy meter
+	Partial     bool     // a Total the user may reset on the meter (register 4000h); see Validator
 	FineAddr    uint16   // 3-decimal pair (integer, then thousandths) from table 2.5; 0 = none
 	Options     []string // enum values, indexed by the raw value
 	Diagnostic  bool     // configuration-like value rather than a measurement
@@ -114,6 +115,16 @@ func powerFactor(key, name string, addr uint16) Register {
 		Quantity: PowerFactor, DeviceClass: "power_factor", StateClass: "measurement", Min: -1, Max: 1}
 }
 
+// resettable: register 4000h (or the keypad) resets the partial meters and
+// the tariff meters (REGISTERS.md, settings table), not the lifetime totals.
+func resettable(key string) bool {
+	switch key {
+	case "energy_import_partial", "reactive_energy_import_partial", "energy_import_tariff_1", "energy_import_tariff_2":
+		return true
+	}
+	return false
+}
+
 func energy(q Quantity, key, name string, addr, fine uint16) Register {
 	unit, class := "kWh", "energy"
 	if q == ReactiveEnergy {
@@ -121,7 +132,7 @@ func energy(q Quantity, key, name string, addr, fine uint16) Register {
 	}
 	return Register{Key: key, Name: name, Addr: addr, Format: Int32, Divisor: energyDivisor, Unit: unit,
 		Quantity: q, DeviceClass: class, StateClass: "total_increasing", Min: 0, Max: maxEnergy,
-		Total: true, FineAddr: fine}
+		Total: true, FineAddr: fine, Partial: resettable(key)}
 }
 
 // Registers returns the EM340's meaningful values of 0000h–0051h in address order.

@@ -51,7 +51,7 @@ func TestDiscoveryAndValues(t *testing.T) {
 	}
 
 	// Values equal what the simulator served, scaled by the register table.
-	state := r.state(0)
+	state := r.confirmedState(0)
 	for _, reg := range meter.Registers() {
 		want := r.sim.Value(reg.Key)
 		if reg.FineAddr != 0 {
@@ -141,7 +141,7 @@ func TestDeviceIDAnnouncesTheMeterAtOnce(t *testing.T) {
 
 func TestGlitchesAreNeverPublished(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	first := r.state(0)
+	first := r.confirmedState(0)
 	total := first["energy_import"].(float64)
 	mark := r.ha.Mark()
 	r.sim.GlitchEnergy(2)

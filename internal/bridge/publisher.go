@@ -542,6 +542,8 @@ func linkPayload(st link.Status) discovery.Link {
 	switch st.Cause {
 	case link.CausePermissionDenied:
 		cause += " (is the bridge's user in the dialout group?)"
+	case link.CauseDeviceNotAllowed:
+		cause += " (does the container's device_cgroup_rules allow it?)"
 	case link.CauseWrongMeter:
 		cause += ": " + st.Detail
 	}

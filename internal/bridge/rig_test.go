@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,6 +132,19 @@ func (r *rig) stop() error {
 func (r *rig) state(mark int) map[string]any {
 	r.t.Helper()
 	m := r.ha.Wait(mark, r.topics.MeterState(), nil, wait)
+	var v map[string]any
+	if err := json.Unmarshal([]byte(m.Payload), &v); err != nil {
+		r.t.Fatal(err)
+	}
+	return v
+}
+
+// confirmedState waits for a state after mark that carries the energy totals:
+// at start the meter confirms them with a second agreeing read, so the first
+// state has none.
+func (r *rig) confirmedState(mark int) map[string]any {
+	r.t.Helper()
+	m := r.ha.Wait(mark, r.topics.MeterState(), func(p string) bool { return strings.Contains(p, `"energy_import":`) }, wait)
 	var v map[string]any
 	if err := json.Unmarshal([]byte(m.Payload), &v); err != nil {
 		r.t.Fatal(err)

@@ -87,6 +87,7 @@ func TestRunOnATerminal(t *testing.T) {
 	}
 	screen.waitFor(t, "unplugged the USB-RS485 adapter", 5*time.Second)
 	screen.waitFor(t, "recovered: a reading reached HA", 10*time.Second)
+	screen.waitFor(t, "Energy import  12345.", 10*time.Second) // totals, once confirmed by a second read
 	if _, err := master.Write([]byte("q")); err != nil {
 		t.Fatal(err)
 	}

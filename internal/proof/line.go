@@ -67,6 +67,12 @@ func OpenLine(ctx context.Context, sim emsim.Options, baud int) (_ *Line, err er
 	l.wg.Go(func() { _ = l.Link.Run(runCtx) })
 	select {
 	case <-online:
+		// The meter confirms its energy totals with a second agreeing read:
+		// take the first here, so every measured snapshot is a whole one.
+		err := l.Link.Do(ctx, func(r meter.Reader) error { _, err := l.Meter.Read(ctx, r); return err })
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("first snapshot: %w", err), l.Close())
+		}
 		return l, nil
 	case <-time.After(10 * time.Second):
 		return nil, fmt.Errorf("link not online: %+v", l.Link.Status())
