@@ -1,24 +1,31 @@
-# syntax=docker/dockerfile:1
+# em340-bridge container image: the static Go binary, a CA bundle, a
+# passwd entry for its user and a /tmp, on an empty (scratch) base.
 #
-# em340-bridge container image: a static Go binary on distroless.
+#   docker build -t em340-bridge .                          # compiles the source here
+#   docker build --build-arg BINARY=dist -t em340-bridge .  # takes dist/ (see below)
 #
-#   docker build --build-arg VERSION=0.1.0 -t em340-bridge .
+# BINARY chooses where the binary and the few files around it come from:
+# - source (default): compiled in a golang stage on the build machine's
+#   platform, cross-compiled for the target, so buildx needs no emulation.
+# - dist: the release workflow's own binaries, so the image holds exactly
+#   the released file. The context must have dist/em340-bridge_linux_<arch>
+#   (<arch> as TARGETARCH+TARGETVARIANT: amd64, arm64, armv7, 386) and
+#   dist/rootfs/ (etc/passwd, etc/group, etc/ssl/certs/ca-certificates.crt,
+#   tmp/ with mode 1777). This path needs no base image at all, which is how
+#   internal/containertest builds it offline.
 #
-# The image runs as the numeric user 65532:65532 (distroless "nonroot").
-# The serial adapter belongs to the host's dialout group (GID 20 on Debian
-# and Alpine), which a distroless image cannot resolve by name, so the
-# group is added at run time by number: compose/docker-compose.yml sets
-# group_add: ["${DIALOUT_GID:-20}"]; with docker run it is --group-add 20.
-# compose/README.md explains why no privileged mode or devices entry is
-# needed for a hot-pluggable adapter.
-
+# The image runs as the numeric user 65532:65532. The serial adapter belongs
+# to the host's dialout group (GID 20 on Debian and Alpine), added at run
+# time by number: compose/docker-compose.yml sets group_add; with docker run
+# it is --group-add 20. compose/README.md explains why no privileged mode or
+# devices entry is needed for a hot-pluggable adapter.
 ARG GO_VERSION=1.26
+ARG BINARY=source
 
-# Built on the build machine's platform and cross-compiled, so multi-arch
-# builds (buildx --platform linux/amd64,linux/arm64) need no emulation.
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS source
 ARG TARGETOS
 ARG TARGETARCH
+ARG TARGETVARIANT
 ARG VERSION=dev
 ENV CGO_ENABLED=0 GOTOOLCHAIN=auto
 WORKDIR /src
@@ -27,20 +34,30 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    GOOS=$TARGETOS GOARCH=$TARGETARCH GOARM=${TARGETVARIANT#v} \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
-      -o /out/em340-bridge ./cmd/em340-bridge
+      -o /out/rootfs/em340-bridge ./cmd/em340-bridge
+RUN mkdir -p /out/rootfs/etc/ssl/certs /out/rootfs/tmp && chmod 1777 /out/rootfs/tmp && \
+    cp /etc/ssl/certs/ca-certificates.crt /out/rootfs/etc/ssl/certs/ && \
+    echo 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin' > /out/rootfs/etc/passwd && \
+    echo 'nonroot:x:65532:' > /out/rootfs/etc/group
 
-# static-debian12 has CA certificates and tzdata, and a /tmp writable by
-# everyone, where the bridge keeps its status file for the health check.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch AS dist
+ARG TARGETARCH
+ARG TARGETVARIANT
+COPY dist/rootfs/ /out/rootfs/
+COPY dist/em340-bridge_linux_${TARGETARCH}${TARGETVARIANT} /out/rootfs/em340-bridge
+
+FROM ${BINARY} AS binary
+
+FROM scratch
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="em340-bridge" \
       org.opencontainers.image.description="Carlo Gavazzi EM340 energy meter (Modbus RTU) to Home Assistant over MQTT" \
       org.opencontainers.image.source="https://github.com/em340-bridge/em340-bridge" \
       org.opencontainers.image.url="https://github.com/em340-bridge/em340-bridge" \
       org.opencontainers.image.version="${VERSION}"
-COPY --from=build /out/em340-bridge /em340-bridge
+COPY --from=binary /out/rootfs/ /
 USER 65532:65532
 # healthcheck exits 1 when no poll cycle finished within EM340_STALL_TIMEOUT
 # (default 2m); the start period gives the first cycle that long.

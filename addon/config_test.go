@@ -17,7 +17,6 @@ import (
 
 	"github.com/em340-bridge/em340-bridge/addon"
 	"github.com/em340-bridge/em340-bridge/internal/config"
-	"github.com/em340-bridge/em340-bridge/internal/testenv"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 )
@@ -57,8 +56,7 @@ func readYAML(t *testing.T, path string) map[string]any {
 }
 
 func TestConfigMatchesLinterSchema(t *testing.T) {
-	path := testenv.Shared(t, "ha/addon-config.schema.json")
-	raw, err := os.ReadFile(path)
+	raw, err := os.ReadFile(filepath.Join("testdata", "addon-config.schema.json")) // see its .SOURCE
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +121,19 @@ func TestConfigEssentials(t *testing.T) {
 	if !slices.Contains(cfg["services"].([]any), any("mqtt:need")) {
 		t.Error("services lacks mqtt:need: the Supervisor would refuse GET /services/mqtt")
 	}
-	if _, ok := cfg["image"]; ok {
-		t.Error("config.yaml has image, but no image is published; DOCS.md says the Supervisor builds it")
+	// The release workflow pushes ghcr.io/em340-bridge/<arch>-addon-em340.
+	if cfg["image"] != "ghcr.io/em340-bridge/{arch}-addon-em340" {
+		t.Errorf("image %v, want the per-arch image the release workflow publishes", cfg["image"])
+	}
+	if cfg["tmpfs"] != true {
+		t.Error("tmpfs is not true: the status file would be rewritten on persistent storage every poll cycle")
+	}
+	// The discovery payloads use the reactive_energy device class (HA 2025.6).
+	if cfg["homeassistant"] != "2025.6.0" {
+		t.Errorf("homeassistant %v, want the minimum 2025.6.0", cfg["homeassistant"])
+	}
+	if _, ok := cfg["init"]; ok {
+		t.Error("init is set: the image has no init of its own, so Docker's tini (the default) must be PID 1")
 	}
 	if _, err := os.Stat("build.yaml"); err == nil {
 		t.Error("build.yaml is deprecated; the Dockerfile carries its defaults")

@@ -12,7 +12,14 @@ const (
 	mqttUsername = "EM340_MQTT_USERNAME"
 	mqttPassword = "EM340_MQTT_PASSWORD"
 	mqttPassFile = "EM340_MQTT_PASSWORD_FILE"
+	statusFile   = "EM340_STATUS_FILE"
 )
+
+// StatusFile is where the add-on's bridge keeps its status: on the add-on's
+// tmpfs /tmp (config.yaml), not on persistent storage, and at a path that
+// does not depend on the options, because the image's HEALTHCHECK runs
+// without them (the Dockerfile sets the same EM340_STATUS_FILE).
+const StatusFile = "/tmp/em340-bridge.status"
 
 // Environ returns the bridge's settings as KEY=value strings, only EM340_*
 // variables and in config.Variables order, from the add-on options at
@@ -44,6 +51,10 @@ func Environ(ctx context.Context, optionsPath string, supervisor Supervisor) ([]
 			env[mqttUsername] = svc.Username
 			env[mqttPassword] = svc.Password.Reveal()
 		}
+	}
+
+	if env[statusFile] == "" {
+		env[statusFile] = StatusFile
 	}
 
 	var environ []string

@@ -85,7 +85,7 @@ func TestEnvironFromSupervisor(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake, sup := serve(t, http.StatusOK, tc.reply)
-			environ, err := addon.Environ(t.Context(), fixture("options-minimal.json"), sup)
+			environ, err := environWithoutStatus(t, fixture("options-minimal.json"), sup)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +118,7 @@ func TestEnvironFromSupervisor(t *testing.T) {
 
 func TestEnvironUserMQTTSkipsSupervisor(t *testing.T) {
 	fake, sup := serve(t, http.StatusOK, mosquittoReply)
-	environ, err := addon.Environ(t.Context(), fixture("options-user-mqtt.json"), sup)
+	environ, err := environWithoutStatus(t, fixture("options-user-mqtt.json"), sup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestEnvironUserMQTTSkipsSupervisor(t *testing.T) {
 func TestEnvironUserCredentialsWithServiceBroker(t *testing.T) {
 	_, sup := serve(t, http.StatusOK, mosquittoReply)
 	path := writeOptions(t, map[string]any{"mqtt_username": "me"})
-	environ, err := addon.Environ(t.Context(), path, sup)
+	environ, err := environWithoutStatus(t, path, sup)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestEnvironOptionValues(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.options), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			environ, err := addon.Environ(t.Context(), path, sup)
+			environ, err := environWithoutStatus(t, path, sup)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error = %v, want one containing %s", err, tc.wantErr)
@@ -239,7 +239,7 @@ func TestEnvironMapsEveryOption(t *testing.T) {
 		options := map[string]any{"mqtt_url": "mqtt://broker:1883"} // keeps the Supervisor out
 		options[option] = "some value"
 		path := writeOptions(t, options)
-		environ, err := addon.Environ(t.Context(), path, sup)
+		environ, err := environWithoutStatus(t, path, sup)
 		if err != nil {
 			t.Fatalf("%s: %v", option, err)
 		}
@@ -351,4 +351,44 @@ func writeOptions(t *testing.T, options map[string]any) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// environWithoutStatus is addon.Environ minus the status file entry, which
+// it must always add (TestEnvironStatusFile); the other tests compare the rest.
+func environWithoutStatus(t *testing.T, path string, sup addon.Supervisor) ([]string, error) {
+	t.Helper()
+	environ, err := addon.Environ(t.Context(), path, sup)
+	if err != nil {
+		return nil, err
+	}
+	entry := "EM340_STATUS_FILE=" + addon.StatusFile
+	if !slices.Contains(environ, entry) && !slices.ContainsFunc(environ, func(kv string) bool {
+		return strings.HasPrefix(kv, "EM340_STATUS_FILE=")
+	}) {
+		t.Errorf("Environ = %q lacks %s", environ, entry)
+	}
+	return slices.DeleteFunc(environ, func(kv string) bool { return kv == entry }), nil
+}
+
+// The status file lives on the add-on's tmpfs /tmp, at the path the
+// image's HEALTHCHECK reads (the Dockerfile's ENV), whatever the options.
+func TestEnvironStatusFile(t *testing.T) {
+	_, sup := serve(t, http.StatusOK, mosquittoReply)
+	environ, err := addon.Environ(t.Context(), fixture("options-user-mqtt.json"), sup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(environ, "EM340_STATUS_FILE="+addon.StatusFile) {
+		t.Errorf("Environ = %q, want EM340_STATUS_FILE=%s", environ, addon.StatusFile)
+	}
+	if !strings.HasPrefix(addon.StatusFile, "/tmp/") {
+		t.Errorf("StatusFile %s is not on the tmpfs /tmp", addon.StatusFile)
+	}
+	df, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(df), "\nENV EM340_STATUS_FILE="+addon.StatusFile+"\n") {
+		t.Errorf("the Dockerfile does not set ENV EM340_STATUS_FILE=%s for its HEALTHCHECK", addon.StatusFile)
+	}
 }

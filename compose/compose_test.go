@@ -136,8 +136,8 @@ func TestBridgeSerialAccess(t *testing.T) {
 func TestStartOrderAndRestart(t *testing.T) {
 	p := load(t, "")
 	m := service(t, p, "mosquitto")
-	if m.HealthCheck == nil || !slices.Contains(m.HealthCheck.Test, "mosquitto_sub") ||
-		!slices.Contains(m.HealthCheck.Test, "$SYS/broker/version") {
+	if probe := strings.Join(m.HealthCheck.Test, " "); m.HealthCheck == nil || !strings.Contains(probe, "mosquitto_sub ") ||
+		!strings.Contains(probe, "'$SYS/broker/version'") {
 		t.Errorf("mosquitto healthcheck %+v, want a mosquitto_sub probe of $SYS/broker/version", m.HealthCheck)
 	}
 	b := service(t, p, bridge)
@@ -157,7 +157,14 @@ func TestBridgeEnvironment(t *testing.T) {
 		want         []string // among the environment
 		groupAdd     string
 	}{
-		{"no .env", "", []string{"EM340_MQTT_URL=mqtt://mosquitto:1883"}, "20"},
+		{"no .env", "", []string{
+			"EM340_MQTT_URL=mqtt://mosquitto:1883",
+			"EM340_MQTT_USERNAME=em340-bridge",
+			"EM340_MQTT_PASSWORD_FILE=" + bridgePasswordFile,
+		}, "20"},
+		{"another broker with a password", "EM340_MQTT_URL=mqtt://broker.lan:1883\nEM340_MQTT_USERNAME=me\n" +
+			"EM340_MQTT_PASSWORD=secret\nEM340_MQTT_PASSWORD_FILE=\n",
+			[]string{"EM340_MQTT_URL=mqtt://broker.lan:1883", "EM340_MQTT_USERNAME=me", "EM340_MQTT_PASSWORD=secret"}, "20"},
 		{".env", "EM340_SERIAL_DEVICE=/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10KXYZ-if00-port0\n" +
 			"EM340_MQTT_URL=mqtt://broker.lan:1883\nEM340_POLL_INTERVAL=10s\nDIALOUT_GID=18\n",
 			[]string{
@@ -177,12 +184,87 @@ func TestBridgeEnvironment(t *testing.T) {
 			if unknown := config.UnknownVariables(env); len(unknown) > 0 {
 				t.Errorf("compose sets %v, which the bridge does not read", unknown)
 			}
-			if _, err := config.Load(env); err != nil {
+			if _, err := config.Load(inContainer(t, env)); err != nil {
 				t.Errorf("the bridge rejects the compose environment: %v", err)
 			}
 			if !slices.Equal(s.GroupAdd, []string{tc.groupAdd}) {
 				t.Errorf("group_add %q, want %s", s.GroupAdd, tc.groupAdd)
 			}
 		})
+	}
+}
+
+// bridgePasswordFile is where the bridge container finds the password
+// mosquitto-init made (./secrets/em340-bridge on the host).
+const bridgePasswordFile = "/run/secrets/mqtt/em340-bridge.password"
+
+// composeVariables are the .env variables that docker-compose.yml reads
+// itself; they are not the bridge's.
+func composeVariables() []string {
+	return []string{"DIALOUT_GID", "MQTT_BIND", "MQTT_PORT", "BRIDGE_IMAGE", "MOSQUITTO_IMAGE"}
+}
+
+// inContainer is env with the container's password file replaced by a real
+// file here, so that config.Load can read it as the bridge would.
+func inContainer(t *testing.T, env []string) []string {
+	t.Helper()
+	out := slices.Clone(env)
+	for i, kv := range out {
+		if kv == "EM340_MQTT_PASSWORD_FILE="+bridgePasswordFile {
+			path := filepath.Join(t.TempDir(), "em340-bridge.password")
+			if err := os.WriteFile(path, []byte("0123456789abcdef\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out[i] = "EM340_MQTT_PASSWORD_FILE=" + path
+		}
+	}
+	return out
+}
+
+// The broker needs a login and is reachable from this host only, unless
+// .env says otherwise; the bridge sees its own password and no other.
+func TestBrokerSecureByDefault(t *testing.T) {
+	for _, tc := range []struct {
+		name, dotEnv, hostIP, hostPort string
+	}{
+		{"default", "", "127.0.0.1", "1883"},
+		{"MQTT_BIND", "MQTT_BIND=0.0.0.0\nMQTT_PORT=1884\n", "0.0.0.0", "1884"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := load(t, tc.dotEnv)
+			m := service(t, p, "mosquitto")
+			if len(m.Ports) != 1 || m.Ports[0].HostIP != tc.hostIP || m.Ports[0].Published != tc.hostPort || m.Ports[0].Target != 1883 {
+				t.Errorf("mosquitto ports %+v, want %s:%s:1883", m.Ports, tc.hostIP, tc.hostPort)
+			}
+		})
+	}
+
+	conf := readText(t, "mosquitto/mosquitto.conf")
+	for _, want := range []string{"\nallow_anonymous false\n", "\npassword_file /mosquitto/auth/passwd\n"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("mosquitto.conf lacks %q", strings.TrimSpace(want))
+		}
+	}
+	p := load(t, "")
+	m := service(t, p, "mosquitto")
+	if d, ok := m.DependsOn["mosquitto-init"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+		t.Errorf("mosquitto depends_on %+v, want mosquitto-init completed successfully", m.DependsOn)
+	}
+	if probe := strings.Join(m.HealthCheck.Test, " "); !strings.Contains(probe, "-u healthcheck -P") {
+		t.Errorf("the health check %q does not log in", probe)
+	}
+	init := service(t, p, "mosquitto-init")
+	if init.Image != m.Image || init.NetworkMode != "none" {
+		t.Errorf("mosquitto-init runs %s on network %q, want the broker's image %s and no network", init.Image, init.NetworkMode, m.Image)
+	}
+	b := service(t, p, bridge)
+	for _, v := range b.Volumes {
+		if strings.Contains(v.Source, "secrets") && (v.Target != filepath.Dir(bridgePasswordFile) || !v.ReadOnly ||
+			filepath.Base(v.Source) != "em340-bridge") {
+			t.Errorf("the bridge mounts %s at %s (read-only %v), want only secrets/em340-bridge at %s", v.Source, v.Target, v.ReadOnly, filepath.Dir(bridgePasswordFile))
+		}
+	}
+	if !strings.Contains(readText(t, "mosquitto/init.sh"), filepath.Base(bridgePasswordFile)) {
+		t.Errorf("mosquitto/init.sh does not write %s", filepath.Base(bridgePasswordFile))
 	}
 }

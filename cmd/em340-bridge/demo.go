@@ -40,7 +40,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts := demopkg.Options{Duration: *duration, UnplugEvery: *every, Outage: *outage, Poll: *poll,
-		Plain: *plain || *verbose, Version: version, Stdin: os.Stdin, Stdout: stdout}
+		Plain: *plain || *verbose, Version: currentVersion(), Stdin: os.Stdin, Stdout: stdout}
 	if *noUnplug {
 		opts.UnplugEvery = -1
 	}

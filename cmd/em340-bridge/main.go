@@ -18,9 +18,6 @@ import (
 	"github.com/em340-bridge/em340-bridge/internal/config"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 const usage = `usage: em340-bridge [command]
 
 commands:
@@ -56,7 +53,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case "addon":
 		return addonRun(ctx, args, environ, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, version)
+		fmt.Fprintln(stdout, currentVersion())
 		return 0
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
@@ -80,8 +77,8 @@ func runBridge(ctx context.Context, environ []string, stderr io.Writer) int {
 	for _, name := range config.UnknownVariables(environ) {
 		log.Warn("ignoring unknown variable (a typo?)", "variable", name)
 	}
-	log.Info("em340-bridge starting", "version", version, "config", cfg)
-	if err := bridge.Run(ctx, bridge.Options{Config: cfg, Version: version, Logger: log}); err != nil {
+	log.Info("em340-bridge starting", "version", currentVersion(), "config", cfg)
+	if err := bridge.Run(ctx, bridge.Options{Config: cfg, Version: currentVersion(), Logger: log}); err != nil {
 		log.Error("em340-bridge stopped", "err", err)
 		return 1
 	}

@@ -26,14 +26,3 @@ func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
-
-// Shared returns the path of a file in ../shared (the read-only facts laid
-// beside the clone), or calls Missing when the project was cloned alone.
-func Shared(t testing.TB, rel string) string {
-	t.Helper()
-	path := filepath.Join(RepoRoot(), "..", "shared", filepath.FromSlash(rel))
-	if _, err := os.Stat(path); err != nil {
-		Missing(t, "../shared/"+rel, "the project was cloned without the shared facts beside it")
-	}
-	return path
-}

@@ -1,0 +1,248 @@
+package containertest
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/em340-bridge/em340-bridge/internal/brokertest"
+	"github.com/em340-bridge/em340-bridge/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// The image runs as non-root, and its HEALTHCHECK goes healthy with a
+// broker and unhealthy when the broker goes away.
+func TestImageHealth(t *testing.T) {
+	e := newEngine(t)
+	image := e.bridgeImage(t, "0.0.0-containertest")
+
+	var cfg struct{ Config struct{ User string } }
+	e.inspect(t, "image", image, &cfg)
+	if uid, _, _ := strings.Cut(cfg.Config.User, ":"); uid == "" || uid == "0" || uid == "root" {
+		t.Errorf("image user %q is root", cfg.Config.User)
+	}
+	if got := e.run(t, "run", "--rm", "--network", "none", image, "version"); got != "0.0.0-containertest" {
+		t.Errorf("version prints %q, want the stamped 0.0.0-containertest", got)
+	}
+
+	broker := brokertest.Start(t)
+	id := e.run(t, "run", "-d", "--network", "host",
+		"--health-interval", "1s", "--health-timeout", "5s", "--health-retries", "2", "--health-start-period", "1s",
+		"-e", "EM340_MQTT_URL="+broker.URL(),
+		"-e", "EM340_SERIAL_DEVICE=/dev/em340ct-no-such-adapter",
+		"-e", "EM340_MQTT_BASE_TOPIC="+name("health"),
+		"-e", "EM340_RECONNECT_MIN_DELAY=500ms", "-e", "EM340_RECONNECT_MAX_DELAY=1s", "-e", "EM340_POLL_INTERVAL=1s",
+		"-e", "EM340_MODBUS_TIMEOUT=1s", "-e", "EM340_STALL_TIMEOUT=3s",
+		image)
+	t.Cleanup(func() {
+		if out, err := exec.Command(e.docker, "rm", "--force", id).CombinedOutput(); err != nil {
+			t.Errorf("removing container: %v: %s", err, out)
+		}
+	})
+	e.waitHealth(t, id, "healthy")
+	var st containerState
+	e.inspect(t, "container", id, &st)
+	if uid := processUID(t, st.State.Pid); uid == 0 {
+		t.Error("the bridge runs as root")
+	}
+	broker.Stop()
+	e.waitHealth(t, id, "unhealthy")
+}
+
+// `docker compose up` of the shipped files, with locally built images: the
+// first-run step makes the logins, the broker refuses anonymous clients
+// and takes the Home Assistant login, and the bridge publishes to it with
+// its own. A container of the bridge service can open a USB-serial node
+// made on the host after it started, and not a node of another major.
+func TestCompose(t *testing.T) {
+	e := newEngine(t)
+	if e.compose == nil {
+		testenv.Missing(t, "docker compose v2", "run .ci/engine start, which builds it into the user cache, or set EM340_COMPOSE")
+	}
+	bridgeImage := e.bridgeImage(t, "0.0.0-containertest")
+	mosquittoImage := e.mosquittoImage(t)
+
+	// The shipped files, in a folder of their own: secrets/ is written
+	// beside docker-compose.yml.
+	root := testenv.RepoRoot()
+	dir := filepath.Join(t.TempDir(), "compose")
+	for _, f := range []string{"docker-compose.yml", "mosquitto/mosquitto.conf", "mosquitto/init.sh"} {
+		fi, err := os.Stat(filepath.Join(root, "compose", f))
+		must(t, err)
+		copyFile(t, filepath.Join(root, "compose", f), filepath.Join(dir, f), fi.Mode().Perm())
+	}
+	port := freePort(t)
+	project := name("compose")
+	compose := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(e.compose[0], append(append(e.compose[1:], "--project-name", project, "--project-directory", dir,
+			"--file", filepath.Join(dir, "docker-compose.yml")), args...)...)
+		cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=1",
+			"BRIDGE_IMAGE="+bridgeImage, "MOSQUITTO_IMAGE="+mosquittoImage, "MQTT_PORT="+strconv.Itoa(port))
+		return cmd
+	}
+	t.Cleanup(func() {
+		if out, err := compose("down", "--volumes", "--remove-orphans", "--timeout", "5").CombinedOutput(); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+	if out, err := compose("up", "--detach", "--no-build", "--pull", "never").CombinedOutput(); err != nil {
+		logs, _ := compose("logs", "--no-color").CombinedOutput()
+		t.Fatalf("compose up: %v\n%s\nlogs:\n%s", err, out, logs)
+	}
+
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	t.Run("anonymous refused", func(t *testing.T) {
+		c, code, err := mqttConnect(addr, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if code != 5 {
+			t.Errorf("CONNACK %d for an anonymous client, want 5 (not authorized)", code)
+		}
+	})
+	t.Run("bad password refused", func(t *testing.T) {
+		c, code, err := mqttConnect(addr, "homeassistant", "guessed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if code == 0 {
+			t.Error("the broker accepted a wrong password")
+		}
+	})
+	t.Run("bridge publishes", func(t *testing.T) {
+		password, err := os.ReadFile(filepath.Join(dir, "secrets", "homeassistant.password"))
+		must(t, err)
+		c, code, err := mqttConnect(addr, "homeassistant", strings.TrimSpace(string(password)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if code != 0 {
+			t.Fatalf("CONNACK %d for the homeassistant login mosquitto-init made", code)
+		}
+		must(t, c.subscribe("em340/#"))
+		topic, payload, err := c.next()
+		if err != nil {
+			logs, _ := compose("logs", "--no-color", "em340-bridge").CombinedOutput()
+			t.Fatalf("nothing from the bridge: %v\nlogs:\n%s", err, logs)
+		}
+		t.Logf("the bridge published %s: %.80s", topic, payload)
+	})
+	t.Run("serial nodes", func(t *testing.T) { serialNodes(t, e, compose) })
+}
+
+// serialNodes runs the probe in a container of the bridge service (its
+// device rules, /dev bind, user and groups), then makes device nodes on the
+// host: ENXIO for a usb-serial or cdc-acm node (allowed by the cgroup; no
+// driver behind a hand-made node) means the bridge could open a real one,
+// EPERM for another major means the cgroup denies it.
+func serialNodes(t *testing.T, e *engine, compose func(...string) *exec.Cmd) {
+	probeDir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(probeDir, "probe"), "./testdata/probe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build probe: %v\n%s", err, out)
+	}
+	must(t, os.Chmod(probeDir, 0o755))
+
+	base := "/dev/" + name("tty")
+	nodes := []struct {
+		major, minor uint32
+		want         string
+	}{
+		{188, 239, "ENXIO"}, // usb-serial, ttyUSB*
+		{166, 239, "ENXIO"}, // cdc-acm, ttyACM*
+		{4, 64, "EPERM"},    // ttyS0: not a USB adapter
+	}
+	args := []string{"run", "--rm", "--no-deps", "-T", "--volume", probeDir + ":/probe:ro", "--entrypoint", "/probe/probe", "em340-bridge"}
+	for _, n := range nodes {
+		args = append(args, base+"-"+strconv.Itoa(int(n.major)))
+	}
+	cmd := compose(args...)
+	stdout, err := cmd.StdoutPipe()
+	must(t, err)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	must(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(hang):
+			t.Error("the probe's compose run did not end")
+		}
+	})
+	r := bufio.NewReader(stdout)
+	if line := readLine(t, r); line != "ready" {
+		t.Fatalf("probe said %q, want ready; stderr:\n%s", line, stderr.String())
+	}
+	for _, n := range nodes {
+		path := base + "-" + strconv.Itoa(int(n.major))
+		must(t, unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))))
+		t.Cleanup(func() { _ = os.Remove(path) })
+		must(t, os.Chmod(path, 0o666)) // not the umask: the cgroup, not the mode, must decide
+	}
+	for _, n := range nodes {
+		path := base + "-" + strconv.Itoa(int(n.major))
+		if got, want := readLine(t, r), path+" "+n.want; got != want {
+			t.Errorf("probe: %q, want %q", got, want)
+		}
+	}
+}
+
+// addon/Dockerfile builds from the folder alone on top of the bridge image
+// (as the release workflow builds it, and the Supervisor would), and the
+// image runs the add-on: options from /data/options.json, status file on
+// the tmpfs /tmp the Supervisor mounts, health check healthy with the
+// broker and unhealthy without.
+func TestAddonImage(t *testing.T) {
+	e := newEngine(t)
+	base := e.bridgeImage(t, "0.0.0-containertest")
+	image := name("addon") + ":0.0.0-containertest"
+	e.run(t, "build", "--build-arg", "BUILD_FROM="+base, "--build-arg", "BUILD_VERSION=0.0.0-containertest",
+		"--build-arg", "BUILD_ARCH=amd64", "-t", image, filepath.Join(testenv.RepoRoot(), "addon"))
+	e.removeImage(t, image)
+
+	var cfg struct {
+		Config struct {
+			Entrypoint []string
+			Labels     map[string]string
+		}
+	}
+	e.inspect(t, "image", image, &cfg)
+	if got := strings.Join(cfg.Config.Entrypoint, " "); got != "/em340-bridge addon" {
+		t.Errorf("entrypoint %q, want /em340-bridge addon", got)
+	}
+	if cfg.Config.Labels["io.hass.type"] != "app" || cfg.Config.Labels["io.hass.version"] != "0.0.0-containertest" {
+		t.Errorf("labels %v lack io.hass.type=app and io.hass.version", cfg.Config.Labels)
+	}
+
+	broker := brokertest.Start(t)
+	data := t.TempDir()
+	writeFile(t, filepath.Join(data, "options.json"), `{"serial_device": "/dev/em340ct-no-such-adapter",
+		"serial_baud": 9600, "serial_parity": "none", "serial_stop_bits": 1, "modbus_address": 1,
+		"poll_interval": "1s", "mqtt_base_topic": "`+name("addon")+`", "log_level": "info",
+		"mqtt_url": "`+broker.URL()+`", "modbus_timeout": "1s", "reconnect_min_delay": "500ms",
+		"reconnect_max_delay": "1s", "stall_timeout": "3s"}`, 0o600)
+	id := e.run(t, "run", "-d", "--network", "host", "--init", "--tmpfs", "/tmp", "--read-only",
+		"--volume", data+":/data", "-e", "SUPERVISOR_TOKEN=unused",
+		"--health-interval", "1s", "--health-timeout", "5s", "--health-retries", "2", "--health-start-period", "1s",
+		image)
+	t.Cleanup(func() {
+		if out, err := exec.Command(e.docker, "rm", "--force", id).CombinedOutput(); err != nil {
+			t.Errorf("removing container: %v: %s", err, out)
+		}
+	})
+	e.waitHealth(t, id, "healthy")
+	broker.Stop()
+	e.waitHealth(t, id, "unhealthy")
+}
