@@ -42,6 +42,7 @@ type rigOptions struct {
 	onReading func(meter.Reading)
 	noBridge  bool
 	tls       bool // the bridge talks TLS to the broker (the subscriber stays on the plain listener)
+	byID      bool // the adapter is laid out as udev does and the bridge uses its by-id link
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -64,7 +65,16 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		o.sim.MeasurementMode, o.sim.FirmwareVersion = meter.MeasurementModeB, 1
 	}
 	r.sim = emsim.New(o.sim)
-	if err := r.sim.Start(device); err != nil {
+	if o.byID {
+		root := filepath.Join(dir, "dev")
+		if err := os.Mkdir(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.sim.StartTree(emsim.DevTree{Root: root}); err != nil {
+			t.Fatal(err)
+		}
+		device = r.sim.ByIDPath()
+	} else if err := r.sim.Start(device); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.sim.Close() })
