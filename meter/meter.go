@@ -85,8 +85,10 @@ func (m *Meter) Connect(ctx context.Context, r Reader) (Identity, error) {
 	}
 	var wrong error
 	if m.connected && id.Serial != m.id.Serial {
+		// The totals stay: whether the new meter continues the old one's
+		// entities (none of its totals may then fall below the old ones) or
+		// becomes a device of its own (Forget) is the caller's choice.
 		wrong = fmt.Errorf("serial %q, expected %q: %w", id.Serial, m.id.Serial, ErrWrongMeter)
-		m.validator.Forget()
 	}
 	m.id, m.plan, m.connected = id, plan, true
 	return id, wrong
@@ -187,6 +189,10 @@ func (m *Meter) Read(ctx context.Context, r Reader) (Reading, error) {
 	}
 	return reading, nil
 }
+
+// Forget drops the accepted energy totals: a different meter answers and
+// becomes a device of its own.
+func (m *Meter) Forget() { m.validator.Forget() }
 
 // Restore gives the validator the accepted energy totals of an earlier run
 // of the same meter (see Validator.Restore).

@@ -84,6 +84,12 @@ func Run(ctx context.Context, opts Options) error {
 		MinGap:       meterGap,
 		Prove: func(ctx context.Context, r meter.Reader) error {
 			id, err := m.Connect(ctx, r)
+			if errors.Is(err, meter.ErrWrongMeter) && cfg.DeviceID == "" {
+				m.Forget() // a device of its own, with totals of its own
+			}
+			// Under a fixed EM340_DEVICE_ID the new meter feeds the old
+			// entities: its totals must not fall below the old meter's, so
+			// the validator keeps them and rejects lower ones.
 			if err == nil || errors.Is(err, meter.ErrWrongMeter) {
 				pub.meterIdentified(id)
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/em340-bridge/em340-bridge/internal/config"
 	"github.com/em340-bridge/em340-bridge/internal/hass"
 	"github.com/em340-bridge/em340-bridge/meter"
+	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
 // recorded replays every message the subscriber saw into a model of Home
@@ -246,4 +247,83 @@ func TestRemovedComponentLeavesHA(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Error("the retired component is still in HA")
+}
+
+// TestPowerCycleNeverReachesHA: the meter goes silent, boots reading zero
+// totals for several snapshots, then reads its true totals again.
+func TestPowerCycleNeverReachesHA(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.confirmedState(0)
+	r.sim.PowerCycle(1500*time.Millisecond, 8)
+	time.Sleep(1500 * time.Millisecond)
+	mark := r.ha.Mark()
+	got := r.confirmedState(mark)["energy_import"].(float64)
+	if want := r.sim.FineValue("energy_import"); got < want-0.1 || got > want {
+		t.Errorf("energy_import %v after the power cycle; the meter holds %v", got, want)
+	}
+	assertTotalsNeverFall(t, r.recorded(), r.meterEntities())
+}
+
+// TestLateReplyAndWrongLengthAreNeverData: after a reply that comes after the
+// timeout and replies of the wrong length, the line resynchronises: snapshots
+// go on, and every value HA records is the one the (static) meter holds.
+func TestLateReplyAndWrongLengthAreNeverData(t *testing.T) {
+	r := newRig(t, rigOptions{sim: emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021,
+		MeasurementMode: meter.MeasurementModeB, Static: true}})
+	r.confirmedState(0)
+	r.sim.LateNext(1, r.cfg.ModbusTimeout+150*time.Millisecond)
+	r.sim.WrongLengthNext(1, 1)
+	for range 4 {
+		r.state(r.ha.Mark())
+	}
+	h := r.recorded()
+	for _, reg := range meter.Registers() {
+		if reg.Total || len(reg.Options) > 0 {
+			continue
+		}
+		want := r.sim.Value(reg.Key)
+		for _, s := range h.History(r.topics.MeterID() + "_" + reg.Key) {
+			if v, err := strconv.ParseFloat(s.State, 64); err == nil && v != want {
+				t.Errorf("HA recorded %s = %v; the meter holds %v", reg.Key, v, want)
+			}
+		}
+	}
+	if st := r.linkState(0, "online"); st["state"] != "online" {
+		t.Errorf("link %v", st)
+	}
+}
+
+// TestReplacedMeterUnderFixedDeviceID: with EM340_DEVICE_ID set, a meter with
+// another serial and lower totals feeds the same entities; none of them may
+// fall in HA (HA would book the new meter's whole total as consumption).
+func TestReplacedMeterUnderFixedDeviceID(t *testing.T) {
+	r := newRig(t, rigOptions{env: []string{"EM340_DEVICE_ID=main"}})
+	var err error
+	if r.topics, err = discovery.NewTopics(r.cfg.MQTTBaseTopic, r.cfg.HADiscoveryPrefix, "main"); err != nil {
+		t.Fatal(err)
+	}
+	r.confirmedState(0)
+	if err := r.sim.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	r.sim.SetSerial("999999X")
+	for _, reg := range meter.Registers() {
+		if reg.Total {
+			if err := r.sim.Set(reg.Key, 10); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mark := r.ha.Mark()
+	if err := r.sim.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	link := r.linkState(mark, "online")
+	if cause, _ := link["cause"].(string); !strings.Contains(cause, "wrong meter") {
+		t.Errorf("link cause %q", link["cause"])
+	}
+	for range 3 {
+		r.state(r.ha.Mark())
+	}
+	assertTotalsNeverFall(t, r.recorded(), r.meterEntities())
 }
