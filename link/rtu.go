@@ -85,6 +85,11 @@ func openError(path string, err error) error {
 			return &fs.PathError{Op: "open", Path: path, Err: syscall.EACCES}
 		case serial.PortBusy:
 			return &fs.PathError{Op: "open", Path: path, Err: syscall.EBUSY}
+		case serial.InvalidSerialPort:
+			// The node opened but its termios calls failed: a tty whose device
+			// is going or gone (EIO, ENODEV; the library keeps the errno to
+			// itself). Seen on a real kernel while the old node was still held.
+			return fmt.Errorf("open %s: %w (%w)", path, syscall.ENODEV, err)
 		}
 		return fmt.Errorf("open %s: %w", path, err)
 	}

@@ -35,11 +35,13 @@ type Meter struct {
 	validator *Validator
 	log       *slog.Logger
 
-	id        Identity
-	connected bool
-	plan      []Block
-	rejected  atomic.Uint64
-	reasons   map[string]string // key ("" for the snapshot) → kind of its current run of rejections
+	id         Identity
+	connected  bool
+	refreshDue bool // a fast reconnect proved only the serial
+	fullNext   bool // a refresh found another serial: the next Connect reads everything
+	plan       []Block
+	rejected   atomic.Uint64
+	reasons    map[string]string // key ("" for the snapshot) → kind of its current run of rejections
 }
 
 // New returns a Meter; call Connect before Read.
@@ -70,11 +72,26 @@ func (m *Meter) Plan() []Block { return m.plan }
 // a rejection.
 func (m *Meter) Rejected() uint64 { return m.rejected.Load() }
 
-// Connect reads the meter's identity and decides, afresh at every (re)connect,
-// the block size and whether the 3-decimal totals exist. If the serial number
-// differs from the previous Connect it returns the new identity with
-// ErrWrongMeter, and forgets the old meter's totals.
+// Connect proves which meter answers. At the first Connect it reads the whole
+// identity and decides the block size and whether the 3-decimal totals exist.
+// At a reconnect it reads only the serial number (one request): a serial is
+// the meter's own, factory-set and unique, so the same serial at the same
+// address is the same meter, whose model, register layout and Wh registers
+// cannot have changed; its first snapshot can follow at once. What a user can
+// change on the keypad (measurement mode, wiring) is read again by Refresh
+// after that snapshot. A different serial takes the full path and is returned
+// with ErrWrongMeter.
 func (m *Meter) Connect(ctx context.Context, r Reader) (Identity, error) {
+	if m.connected && !m.fullNext {
+		words, err := r.ReadRegisters(ctx, AddrSerialNumber, SerialNumberWords)
+		if err != nil {
+			return m.id, fmt.Errorf("read serial number: %w", err)
+		}
+		if decodeSerial(words) == m.id.Serial {
+			m.refreshDue = true
+			return m.id, nil
+		}
+	}
 	id, err := ReadIdentity(ctx, r)
 	if err != nil {
 		return id, err
@@ -90,8 +107,43 @@ func (m *Meter) Connect(ctx context.Context, r Reader) (Identity, error) {
 		// becomes a device of its own (Forget) is the caller's choice.
 		wrong = fmt.Errorf("serial %q, expected %q: %w", id.Serial, m.id.Serial, ErrWrongMeter)
 	}
-	m.id, m.plan, m.connected = id, plan, true
+	m.id, m.plan, m.connected, m.refreshDue, m.fullNext = id, plan, true, false, false
 	return id, wrong
+}
+
+// RefreshDue reports that a reconnect took the fast path and the rest of the
+// identity is still to be read again (Refresh).
+func (m *Meter) RefreshDue() bool { return m.refreshDue }
+
+// Refresh reads the whole identity again after a fast reconnect and reports
+// whether anything a user sees changed (firmware, measurement mode, measuring
+// system, wiring status, largest read, 3-decimal totals). A changed largest
+// read or Wh probe gives a new block plan. A different serial is
+// ErrWrongMeter and changes nothing: the next Connect takes the full path.
+func (m *Meter) Refresh(ctx context.Context, r Reader) (Identity, bool, error) {
+	id, err := ReadIdentity(ctx, r)
+	if err != nil {
+		return m.id, false, err
+	}
+	if id.Serial != m.id.Serial {
+		m.refreshDue, m.fullNext = false, true // prove it from scratch next time
+		return m.id, false, fmt.Errorf("serial %q, expected %q: %w", id.Serial, m.id.Serial, ErrWrongMeter)
+	}
+	m.refreshDue = false
+	// Keep a block size the meter refused during this connection.
+	id.MaxWords = min(id.MaxWords, m.id.MaxWords)
+	if id == m.id {
+		return id, false, nil
+	}
+	if id.FineEnergy != m.id.FineEnergy || id.MaxWords != m.id.MaxWords {
+		plan, err := Plan(m.regs, id.FineEnergy, id.MaxWords)
+		if err != nil {
+			return m.id, false, err
+		}
+		m.plan = plan
+	}
+	m.id = id
+	return id, true, nil
 }
 
 // ErrGarbledSnapshot is returned by Read when several values of one snapshot
@@ -127,6 +179,14 @@ func (m *Meter) Read(ctx context.Context, r Reader) (Reading, error) {
 		return Reading{}, errors.New("meter: Read before Connect")
 	}
 	img, err := m.readBlocks(ctx, r)
+	if err != nil && m.refreshDue && errors.Is(err, modbus.ErrIllegalDataAddress) {
+		// The plan of a fast reconnect no longer fits (a meter that cannot
+		// lose table 2.5 did): learn the identity again and read once more.
+		if _, _, rerr := m.Refresh(ctx, r); rerr != nil {
+			return Reading{}, errors.Join(err, rerr)
+		}
+		img, err = m.readBlocks(ctx, r)
+	}
 	if err != nil {
 		return Reading{}, err
 	}

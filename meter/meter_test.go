@@ -128,12 +128,18 @@ func TestFineEnergyIsRedecidedAtReconnect(t *testing.T) {
 	if _, err := m.Connect(context.Background(), f); err != nil {
 		t.Fatal(err)
 	}
-	older := newFixture(ModelEM340, false, vals) // same serial: the meter was swapped for firmware without table 2.5
-	if id, err := m.Connect(context.Background(), older); err != nil || id.FineEnergy {
-		t.Fatalf("reconnect: %+v, %v", id, err)
+	// Same serial, yet without table 2.5 (which a real meter cannot lose): the
+	// fast reconnect's plan fails with exception 02, and the snapshot learns
+	// the identity again instead of failing for good.
+	older := newFixture(ModelEM340, false, vals)
+	if _, err := m.Connect(context.Background(), older); err != nil {
+		t.Fatalf("reconnect: %v", err)
 	}
-	if len(m.Plan()) != 2 {
-		t.Fatalf("plan %v after fallback", m.Plan())
+	if _, err := m.Read(context.Background(), older); err != nil {
+		t.Fatalf("snapshot after the fallback: %v", err)
+	}
+	if id := m.Identity(); id.FineEnergy || len(m.Plan()) != 2 || m.RefreshDue() {
+		t.Fatalf("identity %+v, plan %v after fallback", id, m.Plan())
 	}
 }
 

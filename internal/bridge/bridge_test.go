@@ -345,3 +345,62 @@ func TestDifferentMeterBecomesItsOwnDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestReconnectTakesTheFewestRequests: after a replug of the same meter the
+// first state needs the serial number and one snapshot (3 reads with the Wh
+// registers), nothing more; the rest of the identity follows afterwards. A
+// different meter takes the whole identity path first.
+func TestReconnectTakesTheFewestRequests(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.confirmedState(0)
+	plan, err := meter.Plan(meter.Registers(), true, meter.MaxReadWords)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := func(at time.Time) []emsim.Request {
+		var out []emsim.Request
+		for _, q := range r.sim.Requests() {
+			if q.Time.Before(at) {
+				out = append(out, q)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		serial string
+		want   int
+	}{
+		{"same meter", "", 1 + len(plan)},
+		{"different meter", "999999X", 1 + 8 + len(plan)}, // the serial, then the whole identity
+	} {
+		if err := r.sim.Unplug(); err != nil {
+			t.Fatal(err)
+		}
+		topics := r.topics
+		if tc.serial != "" {
+			r.sim.SetSerial(tc.serial)
+			topics, _ = discovery.NewTopics(r.cfg.MQTTBaseTopic, r.cfg.HADiscoveryPrefix, tc.serial)
+		}
+		r.sim.ResetRequests()
+		mark := r.ha.Mark()
+		if err := r.sim.Replug(); err != nil {
+			t.Fatal(err)
+		}
+		first := r.ha.Wait(mark, topics.MeterState(), nil, wait)
+		// The refresh may start while the state is on its way to the
+		// subscriber: at most one request more may precede its arrival.
+		reqs := before(first.At)
+		if len(reqs) < tc.want || len(reqs) > tc.want+1 {
+			t.Fatalf("%s: %d requests before the first state arrived, want %d: %+v", tc.name, len(reqs), tc.want, reqs)
+		}
+		if reqs[0].Addr != meter.AddrSerialNumber || reqs[0].Count != meter.SerialNumberWords {
+			t.Errorf("%s: the first request read %04Xh+%d, want the serial number", tc.name, reqs[0].Addr, reqs[0].Count)
+		}
+		for i, b := range plan { // and the snapshot right after the proof
+			if q := reqs[tc.want-len(plan)+i]; q.Addr != b.Start || q.Count != b.Count {
+				t.Errorf("%s: request %d read %04Xh+%d, want the snapshot's %04Xh+%d", tc.name, tc.want-len(plan)+i, q.Addr, q.Count, b.Start, b.Count)
+			}
+		}
+	}
+}

@@ -37,9 +37,11 @@ func poll(ctx context.Context, p pollLoop) {
 			p.before(ctx)
 		}
 		var reading meter.Reading
-		err := p.link.Do(ctx, func(r meter.Reader) error {
+		var refreshDue bool
+		err := p.link.Do(ctx, func(r meter.Reader) error { // the meter is touched only inside a session
 			var err error
 			reading, err = p.meter.Read(ctx, r)
+			refreshDue = p.meter.RefreshDue()
 			return err
 		})
 		p.lastPoll.Store(time.Now().UnixNano())
@@ -49,6 +51,9 @@ func poll(ctx context.Context, p pollLoop) {
 			p.pub.readingTaken(reading)
 			if p.onReading != nil {
 				p.onReading(reading)
+			}
+			if refreshDue {
+				p.refresh(ctx)
 			}
 		case errors.Is(err, link.ErrNotOnline), errors.Is(err, context.Canceled):
 		default:
@@ -85,4 +90,22 @@ func (f *failureLog) recovered(log *slog.Logger) {
 		log.Info("snapshots succeed again", "failed_in_a_row", f.run)
 	}
 	*f = failureLog{}
+}
+
+// refresh reads the rest of the identity after a reconnect that proved only
+// the serial, once the first snapshot is on its way, and tells HA only if
+// something changed.
+func (p pollLoop) refresh(ctx context.Context) {
+	err := p.link.Do(ctx, func(r meter.Reader) error {
+		id, changed, err := p.meter.Refresh(ctx, r)
+		if changed {
+			p.log.Info("the meter's identity changed", "firmware", id.Firmware, "mode", id.MeasurementModeName(),
+				"system", id.MeasuringSystemName(), "wiring", id.WiringStatus())
+			p.pub.meterIdentified(id)
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, link.ErrNotOnline) && !errors.Is(err, context.Canceled) {
+		p.log.Warn("cannot refresh the meter's identity; trying again after the next snapshot", "err", err)
+	}
 }

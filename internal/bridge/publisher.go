@@ -172,7 +172,10 @@ func (p *publisher) setMeter(s *haState, id meter.Identity) error {
 		s.retired = append(s.retired, *s.meter)
 		s.cleanup = append(s.cleanup, discovery.Removal(s.meter.MeterConfig()))
 	}
-	s.identity, s.meter, s.meterOnline = id, &topics, false
+	if s.meter == nil || s.meter.MeterID() != topics.MeterID() {
+		s.meterOnline = false // a new device: online after its first fresh reading
+	}
+	s.identity, s.meter = id, &topics
 	return nil
 }
 
