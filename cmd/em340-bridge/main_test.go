@@ -91,9 +91,10 @@ type bridgeProcess struct {
 	ha     *brokertest.Subscriber
 	broker *brokertest.Broker
 	status string
+	sim    *emsim.Sim
 }
 
-func startBridge(t *testing.T) *bridgeProcess {
+func startBridge(t *testing.T, env ...string) *bridgeProcess {
 	t.Helper()
 	broker := brokertest.Start(t)
 	ha := brokertest.Subscribe(t, broker, "#")
@@ -104,10 +105,11 @@ func startBridge(t *testing.T) *bridgeProcess {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sim.Close() })
-	p := &bridgeProcess{stderr: &bytes.Buffer{}, ha: ha, broker: broker, status: filepath.Join(dir, "status")}
+	p := &bridgeProcess{stderr: &bytes.Buffer{}, ha: ha, broker: broker, status: filepath.Join(dir, "status"), sim: sim}
 	p.cmd = exec.Command(bridgeBinary)
 	p.cmd.Env = []string{"EM340_SERIAL_DEVICE=" + device, "EM340_SERIAL_BAUD=115200", "EM340_POLL_INTERVAL=500ms",
 		"EM340_MQTT_URL=" + broker.URL(), "EM340_STATUS_FILE=" + p.status, "EM340_LOG_LEVEL=debug"}
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -158,6 +160,31 @@ func TestSIGTERMExitsCleanlyWithinTwoSeconds(t *testing.T) {
 		t.Errorf("took %s to stop", took)
 	}
 	p.ha.Wait(mark, p.topics.BridgeAvailability(), brokertest.Equals("offline"), 20*time.Second)
+}
+
+// TestSIGTERMDuringARequestExitsWithinTwoSeconds: a request in flight ends at
+// once on shutdown, whatever EM340_MODBUS_TIMEOUT is (here 4 s).
+func TestSIGTERMDuringARequestExitsWithinTwoSeconds(t *testing.T) {
+	p := startBridge(t, "EM340_MODBUS_TIMEOUT=4s")
+	p.sim.Mute(true)
+	p.sim.ResetRequests()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(p.sim.Requests()) == 0 { // a request is now waiting for its answer
+		if time.Now().After(deadline) {
+			t.Fatal("no request reached the muted meter")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("took %s to stop with a request in flight", took)
+	}
 }
 
 func TestHealthcheckCommand(t *testing.T) {
@@ -213,23 +240,7 @@ func TestUnknownCommand(t *testing.T) {
 
 func TestSimulateCommandServesAMeter(t *testing.T) {
 	device := filepath.Join(t.TempDir(), "ttyUSB0")
-	cmd := exec.Command(bridgeBinary, "simulate", "-device", device)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lines := bufio.NewScanner(out)
-	for printed := false; !printed; {
-		if !lines.Scan() {
-			t.Fatal("simulate ended without printing the device path")
-		}
-		printed = strings.Contains(lines.Text(), "EM340_SERIAL_DEVICE="+device)
-	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
+	cmd := startSimulate(t, "EM340_SERIAL_DEVICE="+device, "-device", device)
 	client, err := modbus.NewClient(&modbus.ClientConfiguration{URL: "rtu://" + device, Speed: 115200, StopBits: 1, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -251,4 +262,28 @@ func TestSimulateCommandServesAMeter(t *testing.T) {
 	if _, err := os.Lstat(device); !os.IsNotExist(err) {
 		t.Errorf("device path left behind: %v", err)
 	}
+}
+
+// startSimulate runs "em340-bridge simulate args…" until the test ends and
+// waits for it to print a line containing want (the variables to set).
+func startSimulate(t *testing.T, want string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bridgeBinary, append([]string{"simulate"}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(out)
+	for printed := false; !printed; {
+		if !lines.Scan() {
+			t.Fatal("simulate ended without printing the device path")
+		}
+		printed = strings.Contains(lines.Text(), want)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return cmd
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -81,23 +79,7 @@ func TestSimulateHelp(t *testing.T) {
 // says which EM340_MODBUS_ADDRESS to set.
 func TestSimulateAddress(t *testing.T) {
 	device := filepath.Join(t.TempDir(), "ttyUSB0")
-	cmd := exec.Command(bridgeBinary, "simulate", "-device", device, "-address", "7")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	lines := bufio.NewScanner(out)
-	for printed := false; !printed; {
-		if !lines.Scan() {
-			t.Fatal("simulate ended without printing the device path")
-		}
-		printed = strings.Contains(lines.Text(), "EM340_SERIAL_DEVICE="+device+" EM340_MODBUS_ADDRESS=7 ")
-	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
+	startSimulate(t, "EM340_SERIAL_DEVICE="+device+" EM340_MODBUS_ADDRESS=7 ", "-device", device, "-address", "7")
 	client, err := modbus.NewClient(&modbus.ClientConfiguration{URL: "rtu://" + device, Speed: 115200, StopBits: 1, Timeout: 700 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -99,7 +99,7 @@ func TestValid(t *testing.T) {
 		{"EM340_MODBUS_ADDRESS=247", func(c *Config) { c.ModbusAddress = 247 }},
 		{"EM340_MODBUS_TIMEOUT=10s", func(c *Config) { c.ModbusTimeout = 10 * time.Second }},
 		{"EM340_MODBUS_TIMEOUT=610ms", func(c *Config) { c.ModbusTimeout = 610 * time.Millisecond }},
-		{"EM340_SERIAL_BAUD=115200 EM340_MODBUS_TIMEOUT=510ms", func(c *Config) { c.SerialBaud, c.ModbusTimeout = 115200, 510 * time.Millisecond }},
+		{"EM340_SERIAL_BAUD=115200 EM340_MODBUS_TIMEOUT=510ms", func(c *Config) { c.SerialBaud, c.ModbusTimeout = 115200, 510*time.Millisecond }},
 		{"EM340_POLL_INTERVAL=500ms", func(c *Config) { c.PollInterval = 500 * time.Millisecond }},
 		{"EM340_MQTT_URL=mqtt://broker.lan", func(c *Config) { c.MQTTURL = "mqtt://broker.lan:1883" }},
 		{"EM340_MQTT_URL=mqtts://broker.lan", func(c *Config) { c.MQTTURL = "mqtts://broker.lan:8883" }},
