@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"context"
 	"errors"
 	"net/url"
 	"strings"
@@ -74,7 +73,7 @@ func mqttConfig(cfg config.Config, topics discovery.Topics, pub *publisher) (aut
 				func(pr paho.PublishReceived) (bool, error) {
 					switch topic := pr.Packet.Topic; {
 					case topic == cfg.HAStatusTopic && string(pr.Packet.Payload) == discovery.PayloadOnline:
-						pub.haBirth(context.Background())
+						pub.haBirth()
 					case pr.Packet.Retain && strings.HasPrefix(topic, configs) && strings.HasSuffix(topic, "/config"):
 						// Retain is set only on what the broker held before we
 						// subscribed; our own publications arrive without it.

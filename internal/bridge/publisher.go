@@ -189,9 +189,9 @@ func (p *publisher) readingTaken(r meter.Reading) {
 
 // haBirth: HA restarted and lost its entities. Its advice is to resend after a
 // random delay, so a fleet of bridges does not answer at the same instant.
-func (p *publisher) haBirth(ctx context.Context) {
+func (p *publisher) haBirth() {
 	time.AfterFunc(p.birthDelay(), func() {
-		p.send(ctx, func(s *haState) {
+		p.send(context.Background(), func(s *haState) {
 			clear(s.acked)
 			s.readingDue = s.meterOnline
 		})
