@@ -28,6 +28,14 @@ type Serial struct {
 	Timeout  time.Duration // per request
 }
 
+// timeout is the per-request timeout, a second if not set.
+func (s Serial) timeout() time.Duration {
+	if s.Timeout <= 0 {
+		return time.Second
+	}
+	return s.Timeout
+}
+
 // classifyOpen turns an open error into the cause a user can act on.
 func classifyOpen(err error) Cause {
 	switch {

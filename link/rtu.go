@@ -2,16 +2,12 @@ package link
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/simonvetter/modbus"
-	"go.bug.st/serial"
 )
 
 // answerWindow is how long after a request the meter may still answer it
@@ -20,19 +16,11 @@ import (
 // has passed and flushes what arrived, so no request ever reads another's reply.
 const answerWindow = 500 * time.Millisecond
 
-// readSlice bounds one blocking read: between slices the request checks its
-// ctx, its deadline and Close, so none of them waits for the line. A slice
-// that returns nothing is a select timeout, not a busy loop.
-const readSlice = 20 * time.Millisecond
-
-// errHungUp: a read returned 0 bytes without an error (go.bug.st/serial says
-// "port closed"), which on a tty means the line hung up: the adapter is gone.
-var errHungUp = errors.New("serial line hung up")
-
-// rtuPort is a Modbus RTU master for function 03 on a go.bug.st/serial port.
+// rtuPort is a Modbus RTU master for function 03 on a line: a serial port,
+// or a TCP connection to a gateway that passes RTU frames (CRC included).
 // Requests are serialised by mu; Close stops one in flight within a slice.
 type rtuPort struct {
-	sp      serial.Port
+	line    line
 	unit    uint8
 	timeout time.Duration
 	window  time.Duration
@@ -43,61 +31,8 @@ type rtuPort struct {
 	closeOnce  sync.Once
 }
 
-// openRTU opens path with the configured line settings. It leaves the modem
-// lines alone (InitialStatusBits nil, no DTR/RTS ioctls): a pty rejects those.
-// It is the seam tests replace to make an open fail the way a real adapter can.
-func openRTU(path string, s Serial) (port, error) {
-	mode := &serial.Mode{BaudRate: s.Baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}
-	if mode.BaudRate <= 0 {
-		mode.BaudRate = 9600
-	}
-	switch s.Parity {
-	case "even":
-		mode.Parity = serial.EvenParity
-	case "odd":
-		mode.Parity = serial.OddParity
-	}
-	if s.StopBits == 2 {
-		mode.StopBits = serial.TwoStopBits
-	}
-	sp, err := serial.Open(path, mode)
-	if err != nil {
-		return nil, openError(path, err)
-	}
-	if err := sp.SetReadTimeout(readSlice); err != nil {
-		_ = sp.Close()
-		return nil, fmt.Errorf("open %s: set read timeout: %w", path, err)
-	}
-	timeout := s.Timeout
-	if timeout <= 0 {
-		timeout = time.Second
-	}
-	return &rtuPort{sp: sp, unit: s.Address, timeout: timeout, window: answerWindow, closing: make(chan struct{})}, nil
-}
-
-// openError gives back the errno go.bug.st/serial folds into its own codes,
-// so classifyOpen can tell EACCES (not in dialout) from EBUSY.
-func openError(path string, err error) error {
-	var pe *serial.PortError
-	if errors.As(err, &pe) {
-		switch pe.Code() {
-		case serial.PermissionDenied:
-			return &fs.PathError{Op: "open", Path: path, Err: syscall.EACCES}
-		case serial.PortBusy:
-			return &fs.PathError{Op: "open", Path: path, Err: syscall.EBUSY}
-		case serial.InvalidSerialPort:
-			// The node opened but its termios calls failed: a tty whose device
-			// is going or gone (EIO, ENODEV; the library keeps the errno to
-			// itself). Seen on a real kernel while the old node was still held.
-			return fmt.Errorf("open %s: %w (%w)", path, syscall.ENODEV, err)
-		}
-		return fmt.Errorf("open %s: %w", path, err)
-	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return &fs.PathError{Op: "open", Path: path, Err: errno}
-	}
-	return fmt.Errorf("open %s: %w", path, err)
+func newRTUPort(l line, s Serial) *rtuPort {
+	return &rtuPort{line: l, unit: s.Address, timeout: s.timeout(), window: answerWindow, closing: make(chan struct{})}
 }
 
 // Close ends a request in flight within a read slice and closes the port.
@@ -105,7 +40,7 @@ func (p *rtuPort) Close() error {
 	p.closeOnce.Do(func() { close(p.closing) })
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.sp.Close()
+	return p.line.Close()
 }
 
 // ReadRegisters reads quantity holding registers (function 03) at addr.
@@ -120,9 +55,9 @@ func (p *rtuPort) ReadRegisters(ctx context.Context, addr, quantity uint16) ([]u
 	}
 	req := appendCRC([]byte{p.unit, 0x03, byte(addr >> 8), byte(addr), byte(quantity >> 8), byte(quantity)})
 	sent := time.Now()
-	if _, err := p.sp.Write(req); err != nil {
+	if _, err := p.line.Write(req); err != nil {
 		p.settleFrom = sent.Add(p.window)
-		return nil, fmt.Errorf("write request for %04Xh: %w", addr, lineError(err))
+		return nil, fmt.Errorf("write request for %04Xh: %w", addr, err)
 	}
 	words, err := p.readReply(ctx, quantity, sent.Add(p.timeout))
 	if err != nil && !isException(err) {
@@ -151,8 +86,8 @@ func (p *rtuPort) settle(ctx context.Context) error {
 		}
 	}
 	p.settleFrom = time.Time{}
-	if err := p.sp.ResetInputBuffer(); err != nil {
-		return fmt.Errorf("flush input: %w", lineError(err))
+	if err := p.line.Flush(); err != nil {
+		return fmt.Errorf("flush input: %w", err)
 	}
 	return nil
 }
@@ -163,7 +98,7 @@ func (p *rtuPort) settle(ctx context.Context) error {
 func (p *rtuPort) readReply(ctx context.Context, quantity uint16, deadline time.Time) ([]uint16, error) {
 	var buf [3 + 250 + 2]byte
 	head := buf[:3]
-	if err := p.readFull(ctx, head, deadline, true); err != nil {
+	if err := readFull(ctx, p.line, p.closing, head, deadline, true); err != nil {
 		return nil, err
 	}
 	if head[0] != p.unit {
@@ -173,7 +108,7 @@ func (p *rtuPort) readReply(ctx context.Context, quantity uint16, deadline time.
 	case 0x03:
 	case 0x83:
 		frame := buf[:5]
-		if err := p.readFull(ctx, frame[3:], deadline, false); err != nil {
+		if err := readFull(ctx, p.line, p.closing, frame[3:], deadline, false); err != nil {
 			return nil, err
 		}
 		if !checkCRC(frame) {
@@ -188,7 +123,7 @@ func (p *rtuPort) readReply(ctx context.Context, quantity uint16, deadline time.
 		return nil, fmt.Errorf("reply of %d bytes: %w", n, modbus.ErrProtocolError)
 	}
 	frame := buf[:3+n+2]
-	if err := p.readFull(ctx, frame[3:], deadline, false); err != nil {
+	if err := readFull(ctx, p.line, p.closing, frame[3:], deadline, false); err != nil {
 		return nil, err
 	}
 	if !checkCRC(frame) {
@@ -204,15 +139,16 @@ func (p *rtuPort) readReply(ctx context.Context, quantity uint16, deadline time.
 	return words, nil
 }
 
-// readFull fills b in read slices until the deadline; first says no byte of
-// the reply has come yet (a timeout then is "no answer", not a short frame).
-func (p *rtuPort) readFull(ctx context.Context, b []byte, deadline time.Time, first bool) error {
+// readFull fills b from l in read slices until the deadline, ctx or closing;
+// first says no byte of the reply has come yet (a timeout then is "no
+// answer", not a short frame).
+func readFull(ctx context.Context, l line, closing <-chan struct{}, b []byte, deadline time.Time, first bool) error {
 	for got := 0; got < len(b); {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		select {
-		case <-p.closing:
+		case <-closing:
 			return os.ErrClosed
 		default:
 		}
@@ -222,24 +158,13 @@ func (p *rtuPort) readFull(ctx context.Context, b []byte, deadline time.Time, fi
 			}
 			return fmt.Errorf("%d of %d bytes before the timeout: %w", got, len(b), modbus.ErrShortFrame)
 		}
-		n, err := p.sp.Read(b[got:])
+		n, err := l.Read(b[got:])
 		got += n
 		if err != nil {
-			return lineError(err)
+			return err
 		}
 	}
 	return nil
-}
-
-// lineError names what a failed read, write or ioctl means for the link:
-// go.bug.st/serial reports a hung-up tty (read of 0 bytes, no error) as
-// PortClosed, the kernel answers EIO once it is hung up.
-func lineError(err error) error {
-	var pe *serial.PortError
-	if errors.As(err, &pe) && pe.Code() == serial.PortClosed {
-		return fmt.Errorf("%w: %w", errHungUp, err)
-	}
-	return err
 }
 
 func exceptionError(code byte) error {

@@ -27,6 +27,14 @@ const (
 	CauseDeviceNotAllowed Cause = "device not allowed" // EPERM: the container's device rules, not the file mode
 	CauseWrongMeter       Cause = "wrong meter"
 	CauseError            Cause = "error"
+
+	// A gateway's connection, in the words of what happened to it.
+	CauseGatewayRefused     Cause = "connection refused"   // nothing listens: rebooting, or wrong port
+	CauseGatewayTimeout     Cause = "connection timed out" // no answer to connecting: off, or filtered
+	CauseGatewayUnreachable Cause = "host unreachable"
+	CauseGatewayUnknownHost Cause = "unknown host"
+	CauseGatewayReset       Cause = "connection reset"  // the gateway dropped the connection
+	CauseGatewayClosed      Cause = "connection closed" // the gateway ended it (or sent what is no Modbus TCP)
 )
 
 // Status is the link's state and history, as the rest of the program sees it.

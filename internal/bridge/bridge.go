@@ -78,13 +78,13 @@ func Run(ctx context.Context, opts Options) error {
 	l := link.New(link.Config{
 		Device: cfg.SerialDevice,
 		Serial: link.Serial{Baud: cfg.SerialBaud, Parity: cfg.SerialParity, StopBits: cfg.SerialStopBits,
-			Address: uint8(cfg.ModbusAddress), Timeout: cfg.ModbusTimeout},
+			Address: cfg.ModbusAddresses[0], Timeout: cfg.ModbusTimeout},
 		Backoff:      link.ReconnectBackoff{Min: cfg.ReconnectMinDelay, Max: cfg.ReconnectMaxDelay, Factor: cfg.ReconnectFactor},
 		OfflineAfter: cfg.OfflineAfter,
 		MinGap:       meterGap,
 		Prove: func(ctx context.Context, r meter.Reader) error {
 			id, err := m.Connect(ctx, r)
-			if errors.Is(err, meter.ErrWrongMeter) && cfg.DeviceID == "" {
+			if errors.Is(err, meter.ErrWrongMeter) && cfg.Meters()[0].DeviceID == "" {
 				m.Forget() // a device of its own, with totals of its own
 			}
 			// Under a fixed EM340_DEVICE_ID the new meter feeds the old

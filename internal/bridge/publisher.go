@@ -100,8 +100,8 @@ func newPublisher(cfg config.Config, origin discovery.Origin, log *slog.Logger, 
 	}
 	p := &publisher{log: log, cfg: cfg, origin: origin, bridge: bridgeTopics, birthDelay: birthDelay,
 		freshness: Freshness(cfg), inbox: make(chan func(*haState), inboxSize)}
-	if cfg.DeviceID != "" {
-		if _, err := discovery.NewTopics(cfg.MQTTBaseTopic, cfg.HADiscoveryPrefix, cfg.DeviceID); err != nil {
+	if cfg.Meters()[0].DeviceID != "" {
+		if _, err := discovery.NewTopics(cfg.MQTTBaseTopic, cfg.HADiscoveryPrefix, cfg.Meters()[0].DeviceID); err != nil {
 			return nil, err
 		}
 	}
@@ -159,7 +159,7 @@ func (p *publisher) meterIdentified(id meter.Identity) {
 }
 
 func (p *publisher) setMeter(s *haState, id meter.Identity) error {
-	deviceID := p.cfg.DeviceID
+	deviceID := p.cfg.Meters()[0].DeviceID
 	if deviceID == "" {
 		deviceID = id.Serial
 	}
@@ -218,7 +218,7 @@ func (p *publisher) retainedConfig(topic string, payload []byte) {
 func (p *publisher) run(ctx context.Context, tick time.Duration, beat func(mqttUp bool, since time.Time)) {
 	s := &haState{since: time.Now(), acked: map[string]string{}, refused: map[string]string{},
 		link: discovery.Link{State: discovery.LinkReconnecting, Cause: string(link.CauseStarting), Device: p.cfg.SerialDevice}}
-	if p.cfg.DeviceID != "" {
+	if p.cfg.Meters()[0].DeviceID != "" {
 		// Named by configuration: announce the meter at once, as the EM340 it
 		// is expected to be, and complete it when the meter first answers.
 		_ = p.setMeter(s, meter.Identity{ModelCode: meter.ModelEM340})

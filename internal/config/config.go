@@ -16,13 +16,13 @@ import (
 // (doc). Variables, the docs, config.yaml.example and the add-on mapping are
 // all derived from or checked against these tags.
 type Config struct {
-	SerialDevice   string        `env:"EM340_SERIAL_DEVICE" envDefault:"/dev/ttyUSB0" allowed:"an absolute path such as /dev/ttyUSB0 or /dev/serial/by-id/…, or usb:VID:PID[:SERIAL] with VID and PID as 4 hex digits" doc:"the USB-RS485 adapter the meter is wired to; usb:… finds it by USB identity wherever it is plugged in"`
-	SerialBaud     int           `env:"EM340_SERIAL_BAUD" envDefault:"9600" allowed:"9600, 19200, 38400, 57600, 115200" doc:"serial speed; must match the meter's setting"`
-	SerialParity   string        `env:"EM340_SERIAL_PARITY" envDefault:"none" allowed:"none, even, odd" doc:"serial parity; must match the meter's setting"`
-	SerialStopBits int           `env:"EM340_SERIAL_STOP_BITS" envDefault:"1" allowed:"1, 2" doc:"serial stop bits; must match the meter's setting"`
-	ModbusAddress  int           `env:"EM340_MODBUS_ADDRESS" envDefault:"1" allowed:"1–247" doc:"the meter's Modbus address"`
-	ModbusTimeout  time.Duration `env:"EM340_MODBUS_TIMEOUT" envDefault:"1s" allowed:"a duration <= 10s and at least the meter's 500ms answer window plus the wire time of a 50-register reply (610ms at 9600 baud, 510ms at 115200)" doc:"how long to wait for the meter to answer one request"`
-	PollInterval   time.Duration `env:"EM340_POLL_INTERVAL" envDefault:"5s" allowed:"a duration >= 500ms" doc:"time between two readings of the meter; one reading takes a few Modbus round trips, so less than 500ms would overlap at 9600 baud"`
+	SerialDevice    string        `env:"EM340_SERIAL_DEVICE" envDefault:"/dev/ttyUSB0" allowed:"an absolute path such as /dev/ttyUSB0 or /dev/serial/by-id/…, usb:VID:PID[:SERIAL] with VID and PID as 4 hex digits, or a Modbus gateway as rtuovertcp://host[:port] or tcp://host[:port] (port 502 if left out)" doc:"the USB-RS485 adapter the meters are wired to; usb:… finds it by USB identity wherever it is plugged in; rtuovertcp:// reaches them through an RS485-to-Ethernet gateway passing RTU frames, tcp:// through a Modbus TCP gateway (the serial settings are the gateway's business then and ignored)"`
+	SerialBaud      int           `env:"EM340_SERIAL_BAUD" envDefault:"9600" allowed:"9600, 19200, 38400, 57600, 115200" doc:"serial speed; must match the meter's setting"`
+	SerialParity    string        `env:"EM340_SERIAL_PARITY" envDefault:"none" allowed:"none, even, odd" doc:"serial parity; must match the meter's setting"`
+	SerialStopBits  int           `env:"EM340_SERIAL_STOP_BITS" envDefault:"1" allowed:"1, 2" doc:"serial stop bits; must match the meter's setting"`
+	ModbusAddresses Addresses     `env:"EM340_MODBUS_ADDRESS" envDefault:"1" allowed:"1–247, or several separated by commas (1,2,5), each once" doc:"the Modbus addresses of the meters on the line; each meter is a device of its own in Home Assistant"`
+	ModbusTimeout   time.Duration `env:"EM340_MODBUS_TIMEOUT" envDefault:"1s" allowed:"a duration <= 10s and at least the meter's 500ms answer window plus the wire time of a 50-register reply (610ms at 9600 baud, 510ms at 115200)" doc:"how long to wait for the meter to answer one request"`
+	PollInterval    time.Duration `env:"EM340_POLL_INTERVAL" envDefault:"5s" allowed:"a duration >= 500ms" doc:"time between two readings of the meter; one reading takes a few Modbus round trips, so less than 500ms would overlap at 9600 baud"`
 
 	MQTTURL          string `env:"EM340_MQTT_URL" envDefault:"mqtt://localhost:1883" allowed:"mqtt://, mqtts://, ws:// or wss:// with a host and without user:password@; the port defaults to 1883, 8883, 80 or 443" doc:"the MQTT broker"`
 	MQTTUsername     string `env:"EM340_MQTT_USERNAME" allowed:"any text; empty = no username" doc:"user name at the broker"`
@@ -33,9 +33,9 @@ type Config struct {
 	MQTTCAFile       string `env:"EM340_MQTT_CA_FILE" allowed:"a readable PEM file with CA certificates; only with mqtts:// or wss://" doc:"CA certificates that sign the broker's certificate; empty = the system's"`
 	MQTTInsecure     bool   `env:"EM340_MQTT_INSECURE" envDefault:"false" allowed:"true or false; true only with mqtts:// or wss://" doc:"skip verifying the broker's TLS certificate (testing only)"`
 
-	HADiscoveryPrefix string `env:"EM340_HA_DISCOVERY_PREFIX" envDefault:"homeassistant" allowed:"an MQTT topic without + or #, not starting with $ or /, not ending with /, without empty levels" doc:"Home Assistant's MQTT discovery prefix"`
-	HAStatusTopic     string `env:"EM340_HA_STATUS_TOPIC" envDefault:"homeassistant/status" allowed:"an MQTT topic without + or #, not starting with $ or /, not ending with /, without empty levels" doc:"Home Assistant's birth topic; the bridge re-announces its entities when HA comes online"`
-	DeviceID          string `env:"EM340_DEVICE_ID" allowed:"empty, or letters, digits, _ and -" doc:"the meter's identity in topics and Home Assistant; empty = the meter's serial number"`
+	HADiscoveryPrefix string    `env:"EM340_HA_DISCOVERY_PREFIX" envDefault:"homeassistant" allowed:"an MQTT topic without + or #, not starting with $ or /, not ending with /, without empty levels" doc:"Home Assistant's MQTT discovery prefix"`
+	HAStatusTopic     string    `env:"EM340_HA_STATUS_TOPIC" envDefault:"homeassistant/status" allowed:"an MQTT topic without + or #, not starting with $ or /, not ending with /, without empty levels" doc:"Home Assistant's birth topic; the bridge re-announces its entities when HA comes online"`
+	DeviceIDs         DeviceIDs `env:"EM340_DEVICE_ID" allowed:"empty, or letters, digits, _ and -; with several addresses one id per address, comma-separated, in the same order, each once" doc:"the meters' identities in topics and Home Assistant; empty = each meter's serial number"`
 
 	ReconnectMinDelay time.Duration `env:"EM340_RECONNECT_MIN_DELAY" envDefault:"2s" allowed:"a duration > 0s" doc:"first wait before reopening the serial adapter after it was lost (the MQTT broker is retried on its own quick schedule)"`
 	ReconnectMaxDelay time.Duration `env:"EM340_RECONNECT_MAX_DELAY" envDefault:"60s" allowed:"a duration >= EM340_RECONNECT_MIN_DELAY" doc:"longest wait between reconnect attempts"`

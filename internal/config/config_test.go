@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -16,7 +17,7 @@ func defaults() Config {
 		SerialBaud:        9600,
 		SerialParity:      "none",
 		SerialStopBits:    1,
-		ModbusAddress:     1,
+		ModbusAddresses:   Addresses{1},
 		ModbusTimeout:     time.Second,
 		PollInterval:      5 * time.Second,
 		MQTTURL:           "mqtt://localhost:1883",
@@ -63,7 +64,7 @@ func TestDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Load(%q): %v", environ, err)
 		}
-		if got != defaults() {
+		if !reflect.DeepEqual(got, defaults()) {
 			t.Errorf("Load(%q) =\n%+v\nwant\n%+v", environ, got, defaults())
 		}
 	}
@@ -96,7 +97,15 @@ func TestValid(t *testing.T) {
 		{"EM340_SERIAL_PARITY=ODD", func(c *Config) { c.SerialParity = "odd" }},
 		{"EM340_SERIAL_STOP_BITS=1", func(c *Config) {}},
 		{"EM340_SERIAL_STOP_BITS=2", func(c *Config) { c.SerialStopBits = 2 }},
-		{"EM340_MODBUS_ADDRESS=247", func(c *Config) { c.ModbusAddress = 247 }},
+		{"EM340_MODBUS_ADDRESS=247", func(c *Config) { c.ModbusAddresses = Addresses{247} }},
+		{"EM340_MODBUS_ADDRESS=1,2,5", func(c *Config) { c.ModbusAddresses = Addresses{1, 2, 5} }},
+		{"EM340_MODBUS_ADDRESS=5,1", func(c *Config) { c.ModbusAddresses = Addresses{5, 1} }}, // the order given
+		{"EM340_MODBUS_ADDRESS=1,2 EM340_DEVICE_ID=main,heat_pump", func(c *Config) {
+			c.ModbusAddresses, c.DeviceIDs = Addresses{1, 2}, DeviceIDs{"main", "heat_pump"}
+		}},
+		{"EM340_SERIAL_DEVICE=rtuovertcp://192.0.2.7:4196", func(c *Config) { c.SerialDevice = "rtuovertcp://192.0.2.7:4196" }},
+		{"EM340_SERIAL_DEVICE=tcp://gateway.lan", func(c *Config) { c.SerialDevice = "tcp://gateway.lan:502" }},
+		{"EM340_SERIAL_DEVICE=TCP://[2001:db8::7]:1502", func(c *Config) { c.SerialDevice = "tcp://[2001:db8::7]:1502" }},
 		{"EM340_MODBUS_TIMEOUT=10s", func(c *Config) { c.ModbusTimeout = 10 * time.Second }},
 		{"EM340_MODBUS_TIMEOUT=610ms", func(c *Config) { c.ModbusTimeout = 610 * time.Millisecond }},
 		{"EM340_SERIAL_BAUD=115200 EM340_MODBUS_TIMEOUT=510ms", func(c *Config) { c.SerialBaud, c.ModbusTimeout = 115200, 510*time.Millisecond }},
@@ -117,7 +126,7 @@ func TestValid(t *testing.T) {
 		}},
 		{"EM340_HA_DISCOVERY_PREFIX=ha", func(c *Config) { c.HADiscoveryPrefix = "ha" }},
 		{"EM340_HA_STATUS_TOPIC=ha/status", func(c *Config) { c.HAStatusTopic = "ha/status" }},
-		{"EM340_DEVICE_ID=garage_meter-1", func(c *Config) { c.DeviceID = "garage_meter-1" }},
+		{"EM340_DEVICE_ID=garage_meter-1", func(c *Config) { c.DeviceIDs = DeviceIDs{"garage_meter-1"} }},
 		{"EM340_RECONNECT_MIN_DELAY=60s", func(c *Config) { c.ReconnectMinDelay = time.Minute }},
 		{"EM340_RECONNECT_FACTOR=1", func(c *Config) { c.ReconnectFactor = 1 }},
 		{"EM340_OFFLINE_AFTER=0s", func(c *Config) { c.OfflineAfter = 0 }},
@@ -141,7 +150,7 @@ func TestValid(t *testing.T) {
 			}
 			want := defaults()
 			tt.want(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got\n%+v\nwant\n%+v", got, want)
 			}
 		})
@@ -173,6 +182,18 @@ func TestInvalid(t *testing.T) {
 		{"EM340_SERIAL_STOP_BITS=3", "EM340_SERIAL_STOP_BITS"},
 		{"EM340_MODBUS_ADDRESS=999", "EM340_MODBUS_ADDRESS"},
 		{"EM340_MODBUS_ADDRESS=0", "EM340_MODBUS_ADDRESS"},
+		{"EM340_MODBUS_ADDRESS=1,1", "EM340_MODBUS_ADDRESS"},
+		{"EM340_MODBUS_ADDRESS=1,,2", "EM340_MODBUS_ADDRESS"},
+		{"EM340_MODBUS_ADDRESS=1,248", "EM340_MODBUS_ADDRESS"},
+		{"EM340_MODBUS_ADDRESS=1;2", "EM340_MODBUS_ADDRESS"},
+		{"EM340_MODBUS_ADDRESS=1,2 EM340_DEVICE_ID=main", "EM340_DEVICE_ID"},
+		{"EM340_MODBUS_ADDRESS=1,2 EM340_DEVICE_ID=main,main", "EM340_DEVICE_ID"},
+		{"EM340_MODBUS_ADDRESS=1,2 EM340_DEVICE_ID=main,", "EM340_DEVICE_ID"},
+		{"EM340_SERIAL_DEVICE=udp://gateway.lan:502", "EM340_SERIAL_DEVICE"},
+		{"EM340_SERIAL_DEVICE=tcp://:502", "EM340_SERIAL_DEVICE"},
+		{"EM340_SERIAL_DEVICE=tcp://gateway.lan:70000", "EM340_SERIAL_DEVICE"},
+		{"EM340_SERIAL_DEVICE=rtuovertcp://u:p@gateway.lan", "EM340_SERIAL_DEVICE"},
+		{"EM340_SERIAL_DEVICE=tcp://gateway.lan/modbus", "EM340_SERIAL_DEVICE"},
 		{"EM340_MODBUS_TIMEOUT=0s", "EM340_MODBUS_TIMEOUT"},
 		{"EM340_MODBUS_TIMEOUT=-1s", "EM340_MODBUS_TIMEOUT"},
 		{"EM340_MODBUS_TIMEOUT=11s", "EM340_MODBUS_TIMEOUT"},
@@ -260,7 +281,7 @@ func TestInvalidReportsAll(t *testing.T) {
 
 func TestFieldErrorText(t *testing.T) {
 	_, err := Load([]string{"EM340_MODBUS_ADDRESS=999"})
-	const want = `EM340_MODBUS_ADDRESS="999": out of range; allowed: 1–247`
+	const want = `EM340_MODBUS_ADDRESS="999": 999 is out of range; allowed: 1–247, or several separated by commas (1,2,5), each once`
 	if err == nil || err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}

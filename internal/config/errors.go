@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"net/url"
@@ -138,6 +139,9 @@ func (k *checker) parseFailures(err error) error {
 // (ErrSyntax, ErrRange) for errors.Is; the library's own text only repeats
 // the value.
 func notA(t reflect.Type, err error) error {
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
+		return err // a type of ours: its error says what is wrong
+	}
 	what := "not a whole number"
 	switch {
 	case t == reflect.TypeFor[time.Duration]():

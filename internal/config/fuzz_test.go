@@ -75,8 +75,21 @@ func checkFieldErrors(t *testing.T, err error, known map[string]bool) {
 func checkInvariants(t *testing.T, c Config) {
 	t.Helper()
 	fail := func(what string, v any) { t.Fatalf("Load accepted %s: %v (config %+v)", what, v, c) }
-	if _, usb := c.SerialUSB(); !usb && !filepath.IsAbs(c.SerialDevice) {
-		fail("a serial device that is neither absolute nor usb:", c.SerialDevice)
+	_, usb := c.SerialUSB()
+	_, gateway := c.SerialGateway()
+	if !usb && !gateway && !filepath.IsAbs(c.SerialDevice) {
+		fail("a serial device that is neither absolute, usb: nor a gateway", c.SerialDevice)
+	}
+	if len(c.ModbusAddresses) == 0 {
+		fail("no meter address", c.ModbusAddresses)
+	}
+	for i, a := range c.ModbusAddresses {
+		if a < 1 || a > 247 || slices.Contains(c.ModbusAddresses[:i], a) {
+			fail("meter addresses", c.ModbusAddresses)
+		}
+	}
+	if len(c.DeviceIDs) != 0 && len(c.DeviceIDs) != len(c.ModbusAddresses) {
+		fail("device ids that do not pair with the addresses", c.DeviceIDs)
 	}
 	if !slices.Contains([]int{9600, 19200, 38400, 57600, 115200}, c.SerialBaud) {
 		fail("baud", c.SerialBaud)
@@ -117,11 +130,13 @@ func checkInvariants(t *testing.T, c Config) {
 	}
 	// What the bridge does with these settings at start: a config that passes
 	// Load must not make bridge.Run fail there.
-	deviceID := c.DeviceID
-	if deviceID == "" {
-		deviceID = "meter" // the bridge's own placeholder until the meter answers
-	}
-	if _, err := discovery.NewTopics(c.MQTTBaseTopic, c.HADiscoveryPrefix, deviceID); err != nil {
-		fail("settings the bridge cannot build its topics from", err)
+	for _, m := range c.Meters() {
+		deviceID := m.DeviceID
+		if deviceID == "" {
+			deviceID = "meter" // the bridge's own placeholder until the meter answers
+		}
+		if _, err := discovery.NewTopics(c.MQTTBaseTopic, c.HADiscoveryPrefix, deviceID); err != nil {
+			fail("settings the bridge cannot build its topics from", err)
+		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/em340-bridge/em340-bridge/link"
 )
 
 const (
@@ -41,10 +43,7 @@ func (c *Config) validate(k *checker) {
 		c.MQTTClientID = defaultClientID(c.MQTTBaseTopic)
 	}
 	k.check("EM340_MQTT_CLIENT_ID", utf8.ValidString(c.MQTTClientID) && !strings.ContainsFunc(c.MQTTClientID, unicode.IsControl), "not UTF-8 text without control characters")
-	k.check("EM340_DEVICE_ID", !strings.ContainsFunc(c.DeviceID, notIDRune), "has a character other than letters, digits, _ and -")
-	// The bridge's own topics live under <base>/bridge and its HA device is
-	// em340_bridge_<base>: a meter named like that would overwrite them.
-	k.check("EM340_DEVICE_ID", c.DeviceID != "bridge" && !strings.HasPrefix(c.DeviceID, "bridge_"), "is reserved for the bridge's own topics (bridge, bridge_…)")
+	c.checkMeters(k)
 
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	k.check("EM340_LOG_LEVEL", slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel), "unknown level")
@@ -70,20 +69,26 @@ func defaultStatusFile(clientID string) string {
 }
 
 func (c *Config) checkSerial(k *checker) {
-	if strings.HasPrefix(c.SerialDevice, usbPrefix) {
+	if link.IsGatewayURL(c.SerialDevice) {
+		g, err := link.ParseGateway(c.SerialDevice)
+		if err != nil {
+			k.fail("EM340_SERIAL_DEVICE", err)
+		} else {
+			c.SerialDevice = g.String()
+		}
+	} else if strings.HasPrefix(c.SerialDevice, usbPrefix) {
 		if _, err := ParseUSBDevice(c.SerialDevice); err != nil {
 			k.fail("EM340_SERIAL_DEVICE", err)
 		}
 	} else {
 		// The device is not opened here: an adapter may be plugged in later,
 		// and the bridge keeps retrying.
-		k.check("EM340_SERIAL_DEVICE", filepath.IsAbs(c.SerialDevice), "not an absolute path or usb:VID:PID[:SERIAL]")
+		k.check("EM340_SERIAL_DEVICE", filepath.IsAbs(c.SerialDevice), "not an absolute path, usb:VID:PID[:SERIAL] or a gateway URL")
 	}
 	k.check("EM340_SERIAL_BAUD", slices.Contains([]int{9600, 19200, 38400, 57600, 115200}, c.SerialBaud), "unsupported baud rate")
 	c.SerialParity = strings.ToLower(c.SerialParity)
 	k.check("EM340_SERIAL_PARITY", slices.Contains([]string{"none", "even", "odd"}, c.SerialParity), "unknown parity")
 	k.check("EM340_SERIAL_STOP_BITS", c.SerialStopBits == 1 || c.SerialStopBits == 2, "unsupported number of stop bits")
-	k.check("EM340_MODBUS_ADDRESS", c.ModbusAddress >= 1 && c.ModbusAddress <= 247, "out of range")
 }
 
 func (c *Config) checkMQTT(k *checker) {
