@@ -75,7 +75,8 @@ func parts(b Block, regs []Register) []Area {
 // findAbsent finds which of the parts of a block the meter answered with
 // exception 02 it lacks, by bisection: a half that answers holds nothing
 // absent, and when the left half answers the right one is known to hold what
-// the whole lacked without asking. One absent part among n costs about log2(n)
+// the whole lacked without asking (exception 02 is about addresses: one the
+// meter does not have, REGISTERS.md). One absent part among n costs about log2(n)
 // refused reads; the words of every part that answers go into img, so the
 // snapshot needs no read again.
 func findAbsent(ctx context.Context, r Reader, ps []Area, img image) ([]Area, error) {

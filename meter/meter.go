@@ -81,6 +81,7 @@ func (m *Meter) Identity() Identity { return m.id }
 // not) and MaxWords (a refused block size), and any snapshot may find a
 // register the meter lacks. A caller that describes the meter (discovery)
 // describes it again when Revision differs from the one it last described.
+// Like Identity and Registers, call it from the goroutine that calls Read.
 func (m *Meter) Revision() uint64 { return m.revision }
 
 // Plan is the block plan in use.
