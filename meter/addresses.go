@@ -9,9 +9,11 @@ const (
 	AddrFineEnergy        uint16 = 0x0400 // table 2.5, 3-decimal energy totals
 	FineEnergyWords       uint16 = 16
 	AddrMeasuringSystem   uint16 = 0x1002
+	AddrCTRatio           uint16 = 0x1003 // UINT32, ratio*10 (10..10000)
+	AddrVTRatio           uint16 = 0x1005 // UINT32, ratio*10 (10..10000)
 	AddrMeasurementMode   uint16 = 0x1103
 	AddrWrongConnection   uint16 = 0x1105
-	AddrMaxWords          uint16 = 0x2004
+	AddrMaxWords          uint16 = 0x2004 // reads 50 (MaxReadWords); not read, see readIdentity
 	AddrSerialNumber      uint16 = 0x5000
 	SerialNumberWords     uint16 = 7
 	AddrProductionYear    uint16 = 0x5010

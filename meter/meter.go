@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,46 +24,65 @@ var ErrWrongMeter = errors.New("a different meter answers")
 
 // Options tune a Meter; the zero value is usable.
 type Options struct {
-	Registers    []Register   // what to poll; the whole table when nil
+	Registers    []Register   // what to poll of what the meter has; the whole table when nil
 	ConfirmAfter int          // K, agreeing reads that confirm a jump or a partial reset; DefaultConfirmAfter if < 2
-	Logger       *slog.Logger // rejections are logged here with their raw registers
+	Logger       *slog.Logger // rejections and what the meter lacks are logged here
 }
 
-// Meter reads and validates snapshots of one EM340. It keeps what it learnt at
-// connect (identity, block plan) and the energy totals it accepted.
+// Meter reads and validates snapshots of one meter of the family. It keeps
+// what it learnt at connect and from the meter's answers (identity, what the
+// meter has, block plan) and the energy totals it accepted.
 type Meter struct {
-	regs      []Register
+	table     []Register // Options.Registers or the whole table
 	validator *Validator
 	log       *slog.Logger
 
 	id         Identity
+	holes      []Area     // addresses the meter answered with exception 02; kept while the serial is the same
+	regs       []Register // describe(table, id, holes)
+	plan       []Block
+	revision   uint64
 	connected  bool
 	refreshDue bool // a fast reconnect proved only the serial
 	fullNext   bool // a refresh found another serial: the next Connect reads everything
-	plan       []Block
 	rejected   atomic.Uint64
 	reasons    map[string]string // key ("" for the snapshot) → kind of its current run of rejections
 }
 
 // New returns a Meter; call Connect before Read.
 func New(opts Options) *Meter {
-	regs := opts.Registers
-	if regs == nil {
-		regs = Registers()
+	table := opts.Registers
+	if table == nil {
+		table = Registers()
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Meter{regs: regs, validator: NewValidator(opts.ConfirmAfter), log: log,
+	return &Meter{table: table, regs: table, validator: NewValidator(opts.ConfirmAfter), log: log,
 		reasons: map[string]string{}}
 }
 
-// Registers is what this meter polls.
+// Registers is what this meter has and polls, in table order: the table
+// less the values its measuring system does not wire (no L3 on 2-phase + N;
+// only L1 and system values on 1-phase), its export counters in measurement
+// mode A, and what it answered with exception 02; with each range scaled by
+// its CT and VT ratios. Describe the meter from it (not from the table): it
+// changes with Revision. Before the first Connect it is the whole table.
 func (m *Meter) Registers() []Register { return m.regs }
 
-// Identity is what the meter said at the last Connect.
+// Identity is what the meter said at the last Connect or Refresh, with what
+// its snapshots taught since (MaxWords, FineEnergy); it changes with Revision.
 func (m *Meter) Identity() Identity { return m.id }
+
+// Revision counts the changes of Identity and Registers since New: at
+// Connect and Refresh, and during Read when a snapshot learns something —
+// the first snapshot of a meter settles FineEnergy (table 2.5 answers or
+// not) and MaxWords (a refused block size), and any snapshot may find a
+// register the meter lacks. A caller that describes the meter (discovery)
+// describes it again when Revision differs from the one it last described.
+// Like Identity and Registers, call it from the goroutine that calls Read.
+func (m *Meter) Revision() uint64 { return m.revision }
 
 // Plan is the block plan in use.
 func (m *Meter) Plan() []Block { return m.plan }
@@ -73,41 +93,52 @@ func (m *Meter) Plan() []Block { return m.plan }
 func (m *Meter) Rejected() uint64 { return m.rejected.Load() }
 
 // Connect proves which meter answers. At the first Connect it reads the whole
-// identity and decides the block size and whether the 3-decimal totals exist.
-// At a reconnect it reads only the serial number (one request): a serial is
-// the meter's own, factory-set and unique, so the same serial at the same
-// address is the same meter, whose model, register layout and Wh registers
-// cannot have changed; its first snapshot can follow at once. What a user can
-// change on the keypad (measurement mode, wiring) is read again by Refresh
-// after that snapshot. A different serial takes the full path and is returned
-// with ErrWrongMeter.
+// identity (readIdentity: 6 requests); the first Read then settles the block
+// size and whether the 3-decimal totals exist. At a reconnect it reads only
+// the serial number (one request): a serial is the meter's own, factory-set
+// and unique, so the same serial at the same address is the same meter, whose
+// model, register layout and Wh registers cannot have changed; its first
+// snapshot can follow at once. What a user can change on the keypad
+// (measurement mode and system, wiring) is read again by Refresh after that
+// snapshot. A different serial takes the full path (5 requests more, the
+// serial being known) and is returned with ErrWrongMeter.
 func (m *Meter) Connect(ctx context.Context, r Reader) (Identity, error) {
+	var serial string
 	if m.connected && !m.fullNext {
-		words, err := r.ReadRegisters(ctx, AddrSerialNumber, SerialNumberWords)
-		if err != nil {
-			return m.id, fmt.Errorf("read serial number: %w", err)
+		var err error
+		if serial, err = readSerial(ctx, r); err != nil {
+			return m.id, err
 		}
-		if decodeSerial(words) == m.id.Serial {
+		if serial == m.id.Serial {
 			m.refreshDue = true
 			return m.id, nil
 		}
 	}
-	id, err := ReadIdentity(ctx, r)
+	id, err := readIdentity(ctx, r, serial)
 	if err != nil {
 		return id, err
 	}
-	plan, err := Plan(m.regs, id.FineEnergy, id.MaxWords)
-	if err != nil {
-		return id, err
+	if !ModelOf(id.ModelCode).Known {
+		m.log.Warn("unknown model code: read as an EM340; please report it with the meter's type",
+			"model_code", id.ModelCode, "serial", id.Serial)
 	}
+	var holes []Area
 	var wrong error
-	if m.connected && id.Serial != m.id.Serial {
+	switch {
+	case !m.connected:
+	case id.Serial == m.id.Serial:
+		// The same meter again: what its answers taught still holds.
+		holes, id.MaxWords, id.FineEnergy = m.holes, m.id.MaxWords, m.id.FineEnergy
+	default:
 		// The totals stay: whether the new meter continues the old one's
 		// entities (none of its totals may then fall below the old ones) or
 		// becomes a device of its own (Forget) is the caller's choice.
 		wrong = fmt.Errorf("serial %q, expected %q: %w", id.Serial, m.id.Serial, ErrWrongMeter)
 	}
-	m.id, m.plan, m.connected, m.refreshDue, m.fullNext = id, plan, true, false, false
+	if err := m.learn(id, holes); err != nil {
+		return id, err
+	}
+	m.connected, m.refreshDue, m.fullNext = true, false, false
 	return id, wrong
 }
 
@@ -115,35 +146,46 @@ func (m *Meter) Connect(ctx context.Context, r Reader) (Identity, error) {
 // identity is still to be read again (Refresh).
 func (m *Meter) RefreshDue() bool { return m.refreshDue }
 
-// Refresh reads the whole identity again after a fast reconnect and reports
-// whether anything a user sees changed (firmware, measurement mode, measuring
-// system, wiring status, largest read, 3-decimal totals). A changed largest
-// read or Wh probe gives a new block plan. A different serial is
-// ErrWrongMeter and changes nothing: the next Connect takes the full path.
+// Refresh reads again, after a fast reconnect, what may differ between two
+// connections of the same meter (serial, firmware, measuring system and
+// ratios, measurement mode, wiring status: 4 requests) and reports whether
+// Identity or Registers changed: a change of mode or system changes what is
+// polled. A different serial is ErrWrongMeter and changes nothing: the next
+// Connect takes the full path.
 func (m *Meter) Refresh(ctx context.Context, r Reader) (Identity, bool, error) {
-	id, err := ReadIdentity(ctx, r)
+	serial, err := readSerial(ctx, r)
 	if err != nil {
 		return m.id, false, err
 	}
-	if id.Serial != m.id.Serial {
+	if serial != m.id.Serial {
 		m.refreshDue, m.fullNext = false, true // prove it from scratch next time
-		return m.id, false, fmt.Errorf("serial %q, expected %q: %w", id.Serial, m.id.Serial, ErrWrongMeter)
+		return m.id, false, fmt.Errorf("serial %q, expected %q: %w", serial, m.id.Serial, ErrWrongMeter)
+	}
+	id := m.id
+	if err := readSettings(ctx, r, &id); err != nil {
+		return m.id, false, err
 	}
 	m.refreshDue = false
-	// Keep a block size the meter refused during this connection.
-	id.MaxWords = min(id.MaxWords, m.id.MaxWords)
-	if id == m.id {
-		return id, false, nil
+	before := m.revision
+	if err := m.learn(id, m.holes); err != nil {
+		return m.id, false, err
 	}
-	if id.FineEnergy != m.id.FineEnergy || id.MaxWords != m.id.MaxWords {
-		plan, err := Plan(m.regs, id.FineEnergy, id.MaxWords)
-		if err != nil {
-			return m.id, false, err
-		}
-		m.plan = plan
+	return m.id, m.revision != before, nil
+}
+
+// learn sets what the meter is and has, and the plan that reads it.
+func (m *Meter) learn(id Identity, holes []Area) error {
+	regs := describe(m.table, id, holes)
+	plan, err := planIn(without(ReadableAreas(), holes), regs, id.FineEnergy, id.MaxWords)
+	if err != nil {
+		return err
 	}
-	m.id = id
-	return id, true, nil
+	if id != m.id || !sameRegisters(regs, m.regs) {
+		m.revision++
+	}
+	m.id, m.holes, m.regs, m.plan = id, holes, regs, plan
+	m.validator.maxPower = maxSystemPower * id.scale(ActivePower)
+	return nil
 }
 
 // ErrGarbledSnapshot is returned by Read when several values of one snapshot
@@ -179,14 +221,6 @@ func (m *Meter) Read(ctx context.Context, r Reader) (Reading, error) {
 		return Reading{}, errors.New("meter: Read before Connect")
 	}
 	img, err := m.readBlocks(ctx, r)
-	if err != nil && m.refreshDue && errors.Is(err, modbus.ErrIllegalDataAddress) {
-		// The plan of a fast reconnect no longer fits (a meter that cannot
-		// lose table 2.5 did): learn the identity again and read once more.
-		if _, _, rerr := m.Refresh(ctx, r); rerr != nil {
-			return Reading{}, errors.Join(err, rerr)
-		}
-		img, err = m.readBlocks(ctx, r)
-	}
 	if err != nil {
 		return Reading{}, err
 	}
@@ -305,40 +339,102 @@ func (m *Meter) decode(img image, reg Register) ([]uint16, float64, error) {
 	return words, v, err
 }
 
-// readBlocks reads the plan. A meter that refuses a block's size with exception
-// 03 gets a smaller plan, kept for the rest of the connection.
+// readBlocks reads the plan, and learns from what the meter refuses:
+//   - exception 03 to a block's size: smaller blocks, kept while the serial is
+//     the same (MaxWords);
+//   - exception 02 to table 2.5: a meter from before October 2018 (FineEnergy
+//     false); the 0.1 kWh totals of the blocks already read serve the snapshot;
+//   - exception 02 to another block: the meter lacks something in it, which
+//     findAbsent finds; dropped from Registers, kept while the serial is the
+//     same, and the words of the rest serve the snapshot.
 func (m *Meter) readBlocks(ctx context.Context, r Reader) (image, error) {
 	for {
-		img, failed, err := readPlan(ctx, r, m.plan)
+		img, failed, err := m.readPlan(ctx, r)
 		if err == nil || !errors.Is(err, modbus.ErrIllegalDataValue) || failed.Count <= 1 {
 			return img, err
 		}
-		smaller := failed.Count / 2
+		id := m.id
+		id.MaxWords = failed.Count / 2
 		if failed.Count > 20 {
-			smaller = 20 // the document's request-frame table says 1..20
+			id.MaxWords = 20 // the document's request-frame table says 1..20
 		}
-		plan, perr := Plan(m.regs, m.id.FineEnergy, smaller)
-		if perr != nil {
-			return image{}, errors.Join(err, perr)
+		if lerr := m.learn(id, m.holes); lerr != nil {
+			return nil, errors.Join(err, lerr)
 		}
-		m.log.Info("meter refused the block size; reading smaller blocks", "from", failed.Count, "to", smaller)
-		m.id.MaxWords, m.plan = smaller, plan
+		m.log.Info("meter refused the block size; reading smaller blocks", "from", failed.Count, "to", id.MaxWords)
 	}
 }
 
-func readPlan(ctx context.Context, r Reader, plan []Block) (image, Block, error) {
-	img := image{}
-	for _, b := range plan {
-		words, err := r.ReadRegisters(ctx, b.Start, b.Count)
-		if err != nil {
-			return nil, b, fmt.Errorf("read %04Xh+%d: %w", b.Start, b.Count, err)
+// readPlan reads the plan once, learning from exception 02 as it goes; on an
+// error it returns the block that failed.
+func (m *Meter) readPlan(ctx context.Context, r Reader) (img image, failed Block, err error) {
+	img = image{}
+	id, holes := m.id, m.holes
+	defer func() {
+		if id != m.id || len(holes) != len(m.holes) {
+			err = errors.Join(err, m.learnt(id, holes))
 		}
-		if len(words) != int(b.Count) {
-			return nil, b, fmt.Errorf("read %04Xh+%d: got %d registers", b.Start, b.Count, len(words))
+	}()
+	for _, b := range m.plan {
+		if inFineArea(b) && !id.FineEnergy {
+			continue // an earlier block of table 2.5 was refused
 		}
-		img[b] = words
+		words, err := readBlock(ctx, r, b)
+		switch {
+		case err == nil:
+			img[b] = words
+		case !errors.Is(err, modbus.ErrIllegalDataAddress):
+			return nil, b, err
+		case inFineArea(b):
+			id.FineEnergy = false
+		default:
+			absent, err := findAbsent(ctx, r, parts(b, m.regs), img)
+			if err != nil {
+				return nil, b, err
+			}
+			holes = append(slices.Clip(holes), absent...)
+		}
+	}
+	if len(m.plan) == 0 {
+		return nil, Block{}, errors.New("meter: no register to read")
 	}
 	return img, Block{}, nil
+}
+
+// learnt applies and logs, once, what a snapshot taught about the meter.
+func (m *Meter) learnt(id Identity, holes []Area) error {
+	if id.FineEnergy != m.id.FineEnergy {
+		m.log.Info("meter has no 3-decimal totals (table 2.5 answers exception 02): energy in 0.1 kWh steps")
+	}
+	if len(holes) != len(m.holes) {
+		var keys []string
+		for _, reg := range m.regs {
+			if overlaps(holes[len(m.holes):], reg.Addr, reg.Format.Words()) {
+				keys = append(keys, reg.Key)
+			}
+		}
+		var addrs []string
+		for _, h := range holes[len(m.holes):] {
+			addrs = append(addrs, fmt.Sprintf("%04Xh+%d", h.Start, h.End-h.Start))
+		}
+		m.log.Warn("meter lacks registers (exception 02): no longer read or described", "keys", keys, "addresses", addrs)
+	}
+	return m.learn(id, holes)
+}
+
+func inFineArea(b Block) bool {
+	return b.Start >= AddrFineEnergy && b.End() <= AddrFineEnergy+FineEnergyWords
+}
+
+func readBlock(ctx context.Context, r Reader, b Block) ([]uint16, error) {
+	words, err := r.ReadRegisters(ctx, b.Start, b.Count)
+	if err != nil {
+		return nil, fmt.Errorf("read %04Xh+%d: %w", b.Start, b.Count, err)
+	}
+	if len(words) != int(b.Count) {
+		return nil, fmt.Errorf("read %04Xh+%d: got %d registers", b.Start, b.Count, len(words))
+	}
+	return words, nil
 }
 
 // image holds the words of one snapshot, by block.

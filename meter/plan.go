@@ -19,6 +19,12 @@ type span struct{ start, count uint16 }
 // over addresses nobody asked for, but never out of one readable area, since the
 // meter answers such a read with exception 02.
 func Plan(regs []Register, fine bool, maxWords uint16) ([]Block, error) {
+	return planIn(ReadableAreas(), regs, fine, maxWords)
+}
+
+// planIn is Plan over the given readable areas: a meter's own, which leave
+// out the addresses it answered with exception 02.
+func planIn(areas []Area, regs []Register, fine bool, maxWords uint16) ([]Block, error) {
 	if maxWords == 0 {
 		return nil, fmt.Errorf("plan: block size must be at least 1")
 	}
@@ -36,7 +42,7 @@ func Plan(regs []Register, fine bool, maxWords uint16) ([]Block, error) {
 		if s.count > maxWords {
 			return nil, fmt.Errorf("plan: a %d-register value at %04Xh does not fit in %d-register reads", s.count, s.start, maxWords)
 		}
-		area, ok := areaOf(s)
+		area, ok := areaOf(areas, s)
 		if !ok {
 			return nil, fmt.Errorf("plan: %04Xh+%d lies outside every readable area", s.start, s.count)
 		}
@@ -56,11 +62,32 @@ func Plan(regs []Register, fine bool, maxWords uint16) ([]Block, error) {
 	return blocks, nil
 }
 
-func areaOf(s span) (Area, bool) {
-	for _, a := range ReadableAreas() {
+func areaOf(areas []Area, s span) (Area, bool) {
+	for _, a := range areas {
 		if s.start >= a.Start && s.start+s.count <= a.End {
 			return a, true
 		}
 	}
 	return Area{}, false
+}
+
+// without returns the areas less the holes: the parts a block may still span.
+func without(areas, holes []Area) []Area {
+	for _, h := range holes {
+		var out []Area
+		for _, a := range areas {
+			if h.End <= a.Start || h.Start >= a.End {
+				out = append(out, a)
+				continue
+			}
+			if a.Start < h.Start {
+				out = append(out, Area{a.Start, h.Start})
+			}
+			if h.End < a.End {
+				out = append(out, Area{h.End, a.End})
+			}
+		}
+		areas = out
+	}
+	return areas
 }

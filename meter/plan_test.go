@@ -73,3 +73,37 @@ func TestPlanErrors(t *testing.T) {
 		t.Error("unreadable address accepted")
 	}
 }
+
+// A meter's own areas leave out what it answered with exception 02: no block
+// reads through a hole.
+func TestPlanAroundHoles(t *testing.T) {
+	tests := []struct {
+		name  string
+		holes []Area
+		want  []Area
+	}{
+		{"none", nil, ReadableAreas()},
+		{"inside an area", []Area{{0x4A, 0x4E}},
+			[]Area{{0x00, 0x4A}, {0x4E, 0x9A}, {0xF6, 0x1B6}, {0x400, 0x410}}},
+		{"at an area's start, and two that touch", []Area{{0x00, 0x02}, {0x38, 0x3A}, {0x3A, 0x3C}},
+			[]Area{{0x02, 0x38}, {0x3C, 0x9A}, {0xF6, 0x1B6}, {0x400, 0x410}}},
+		{"a whole area", []Area{{0x400, 0x410}}, []Area{{0x00, 0x9A}, {0xF6, 0x1B6}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := without(ReadableAreas(), tt.holes)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("without = %v, want %v", got, tt.want)
+			}
+			plan, err := planIn(got, describe(Registers(), Identity{MeasurementMode: MeasurementModeB}, tt.holes), false, 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range plan {
+				if overlaps(tt.holes, b.Start, b.Count) {
+					t.Errorf("block %v reads through a hole", b)
+				}
+			}
+		})
+	}
+}

@@ -74,6 +74,7 @@ type totalState struct {
 // totals.
 type Validator struct {
 	confirmAfter int
+	maxPower     float64 // W: the meter's largest power, which bounds how fast a total may rise
 	totals       map[string]*totalState
 }
 
@@ -84,7 +85,7 @@ func NewValidator(confirmAfter int) *Validator {
 	if confirmAfter < 2 {
 		confirmAfter = DefaultConfirmAfter
 	}
-	return &Validator{confirmAfter: confirmAfter, totals: map[string]*totalState{}}
+	return &Validator{confirmAfter: confirmAfter, maxPower: maxSystemPower, totals: map[string]*totalState{}}
 }
 
 // Forget drops what the validator remembers; used when a different meter answers.
@@ -143,24 +144,24 @@ func (v *Validator) checkTotal(r Register, value float64, at time.Time) error {
 	}
 	now := sample{value, at}
 	if !st.has {
-		return st.confirmFirst(r, now)
+		return st.confirmFirst(r, now, v.maxRise)
 	}
 	a := st.accepted
 	elapsed := at.Sub(a.At)
 	switch {
-	case value >= a.Value && value-a.Value <= maxRise(elapsed):
+	case value >= a.Value && value-a.Value <= v.maxRise(elapsed):
 		st.accept(now)
 		return nil
 	case value > a.Value:
-		if st.extend(now) >= v.confirmAfter {
+		if st.extend(now, v.maxRise) >= v.confirmAfter {
 			st.accept(now)
 			return nil
 		}
 		return fmt.Errorf("%s rose from %g to %g in %s (at most %g; %d of %d agreeing reads): %w",
-			r.Key, a.Value, value, elapsed.Round(time.Millisecond), maxRise(elapsed), len(st.run), v.confirmAfter, ErrImplausibleJump)
-	case r.Partial && value <= maxRise(elapsed):
+			r.Key, a.Value, value, elapsed.Round(time.Millisecond), v.maxRise(elapsed), len(st.run), v.confirmAfter, ErrImplausibleJump)
+	case r.Partial && value <= v.maxRise(elapsed):
 		// A partial counter may have been reset since the last accepted read.
-		if st.extend(now) >= v.confirmAfter {
+		if st.extend(now, v.maxRise) >= v.confirmAfter {
 			st.accept(now)
 			return nil
 		}
@@ -183,12 +184,12 @@ func (v *Validator) checkTotal(r Register, value float64, at time.Time) error {
 // never starts a history; a new meter's total shows from its first increment.
 // Such a zero is not yet known rather than bad (export reads 0 for good in
 // measurement mode A), so it is not a rejection.
-func (st *totalState) confirmFirst(r Register, now sample) error {
+func (st *totalState) confirmFirst(r Register, now sample, maxRise func(time.Duration) float64) error {
 	if now.value == 0 {
 		st.run = st.run[:0]
 		return fmt.Errorf("%s = 0 with no accepted history (a zero never starts one): %w", r.Key, ErrUnconfirmed)
 	}
-	if st.extend(now) >= 2 {
+	if st.extend(now, maxRise) >= 2 {
 		st.accept(now)
 		return nil
 	}
@@ -197,8 +198,8 @@ func (st *totalState) confirmFirst(r Register, now sample) error {
 
 // extend appends now to the run if it agrees with the run's last read, or
 // starts a new run with it, and returns the run's length.
-func (st *totalState) extend(now sample) int {
-	if n := len(st.run); n > 0 && !agree(st.run[n-1], now) {
+func (st *totalState) extend(now sample, maxRise func(time.Duration) float64) int {
+	if n := len(st.run); n > 0 && !agree(st.run[n-1], now, maxRise) {
 		st.run = st.run[:0]
 	}
 	st.run = append(st.run, now)
@@ -211,13 +212,14 @@ func (st *totalState) accept(now sample) {
 
 // agree reports whether two consecutive reads can both be true: the later
 // one is not lower and rose no faster than the meter's maximum power allows.
-func agree(prev, next sample) bool {
+func agree(prev, next sample, maxRise func(time.Duration) float64) bool {
 	return next.value >= prev.value && next.value-prev.value <= maxRise(next.at.Sub(prev.at))
 }
 
-// maxRise is the most a counter can grow in elapsed at the meter's largest power,
-// with slack for the counter's resolution: anything more is a garbled read.
-func maxRise(elapsed time.Duration) float64 {
+// maxRise is the most a counter can grow in elapsed at the meter's largest power
+// (twice the EM340's 150 kW, scaled by a meter's CT and VT ratios), with slack
+// for the counter's resolution: anything more is a garbled read.
+func (v *Validator) maxRise(elapsed time.Duration) float64 {
 	const slack = 1.0 // kWh: a few resolution steps and clock jitter
-	return maxSystemPower/1000*max(elapsed, 0).Hours()*2 + slack
+	return v.maxPower/1000*max(elapsed, 0).Hours()*2 + slack
 }
