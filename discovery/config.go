@@ -90,6 +90,11 @@ type Component struct {
 	// ExpireAfter (seconds) makes HA show the entity unavailable when no state
 	// message arrived for that long: a frozen line never looks current.
 	ExpireAfter int `json:"expire_after,omitempty"`
+	// StateTopic and Availability override the device's shared ones for a
+	// component that reads elsewhere or must stay available when the rest
+	// is not (a meter's status explains why its readings are unavailable).
+	StateTopic   string         `json:"state_topic,omitempty"`
+	Availability []Availability `json:"availability,omitempty"`
 }
 
 // DeviceConfig is one device-based discovery payload: the device, the origin,
@@ -174,5 +179,8 @@ func NumberTemplate(key string) string { return "{{ value_json." + key + " | def
 // TextTemplate reads a text or enum field that a state message may lack: the
 // entity keeps its current state (an empty string would be an invalid option).
 func TextTemplate(key string) string { return "{{ value_json." + key + " | default(this.state) }}" }
+
+// PlainTemplate takes a plain-text payload as it is.
+const PlainTemplate = "{{ value }}"
 
 func precision(decimals int) *int { return &decimals }

@@ -33,6 +33,15 @@ func MeterAvailability(t Topics, online bool) Message {
 	return availability(t.MeterAvailability(), online)
 }
 
+// MeterStatusMessage is the meter's status text, retained so that HA shows it
+// after its own restart; cut to the 255 characters HA takes for a state.
+func MeterStatusMessage(t Topics, status string) Message {
+	if r := []rune(status); len(r) > haMaxStateLength {
+		status = string(r[:haMaxStateLength])
+	}
+	return Message{Topic: t.MeterStatus(), Payload: []byte(status), Retain: true, QoS: discoveryQoS}
+}
+
 // availability messages are retained: HA treats a topic as unavailable until
 // its first message, so after an HA restart the retained value is what it sees.
 func availability(topic string, online bool) Message {

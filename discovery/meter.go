@@ -14,6 +14,8 @@ const (
 	KeyMeasurementMode = "measurement_mode"
 	KeyMeasuringSystem = "measuring_system"
 	KeyWiringStatus    = "wiring_status"
+	// KeyMeterStatus is the meter's status as the bridge sees it (MeterStatusMessage).
+	KeyMeterStatus = "meter_status"
 )
 
 const manufacturerCarloGavazzi = "Carlo Gavazzi"
@@ -74,6 +76,15 @@ func MeterDevice(t Topics, origin Origin, id meter.Identity, registers []meter.R
 	wiring := newComponent(KeyWiringStatus, "Wiring status")
 	wiring.EntityCategory = categoryDiagnostic
 	components[KeyWiringStatus] = wiring
+
+	// The one entity of the meter that stays available while the bridge is:
+	// it says why the others are not. Plain text on a topic of its own.
+	status := newComponent(KeyMeterStatus, "Status")
+	status.EntityCategory = categoryDiagnostic
+	status.ValueTemplate, status.ExpireAfter = PlainTemplate, 0
+	status.StateTopic = t.MeterStatus()
+	status.Availability = []Availability{availableOn(t.BridgeAvailability())}
+	components[KeyMeterStatus] = status
 
 	var modelID string
 	if id.ModelCode != 0 {

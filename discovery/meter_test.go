@@ -38,9 +38,15 @@ func TestMeterDeviceGolden(t *testing.T) {
 		t.Errorf("root state_topic %q, availability_mode %q", got.StateTopic, got.AvailabilityMode)
 	}
 
-	if want := len(meter.Registers()) + 3; len(got.Cmps) != want {
-		t.Errorf("%d components, want one per register plus 3 identity diagnostics = %d", len(got.Cmps), want)
+	if want := len(meter.Registers()) + 4; len(got.Cmps) != want {
+		t.Errorf("%d components, want one per register, 3 identity diagnostics and the status = %d", len(got.Cmps), want)
 	}
+	assertJSONEqual(t, "meter_status", got.Cmps["meter_status"], map[string]any{
+		"p": "sensor", "unique_id": "em340_235411W_meter_status", "default_entity_id": "sensor.em340_235411w_meter_status",
+		"name": "Status", "entity_category": "diagnostic", "value_template": "{{ value }}",
+		"state_topic":  "em340/235411W/status",
+		"availability": []any{map[string]any{"topic": "em340/bridge/availability", "payload_available": "online", "payload_not_available": "offline"}},
+	})
 	assertJSONEqual(t, "voltage_l1_n", got.Cmps["voltage_l1_n"], map[string]any{
 		"p": "sensor", "unique_id": "em340_235411W_voltage_l1_n", "default_entity_id": "sensor.em340_235411w_voltage_l1_n",
 		"name": "Voltage L1-N", "device_class": "voltage", "unit_of_measurement": "V", "state_class": "measurement",
@@ -102,6 +108,13 @@ func TestMeterAvailabilityNeedsBridgeLinkAndMeter(t *testing.T) {
 	d := decodeDevice(t, cfg.Message().Payload)
 	want := []string{topics.BridgeAvailability(), topics.Link(), topics.MeterAvailability()}
 	for key, c := range d.components {
+		if key == KeyMeterStatus {
+			// It says why the rest is unavailable: only the bridge gates it.
+			if got := availabilityTopics(t, c); !slices.Equal(got, []string{topics.BridgeAvailability()}) || c["state_topic"] != topics.MeterStatus() {
+				t.Errorf("%s: availability %v, state_topic %v", key, got, c["state_topic"])
+			}
+			continue
+		}
 		if got := availabilityTopics(t, c); !slices.Equal(got, want) {
 			t.Errorf("%s: availability %v, want %v", key, got, want)
 		}

@@ -122,6 +122,10 @@ func (t Topics) Link() string { return t.base + "/" + bridgeLevel + "/link" }
 // MeterAvailability carries "online"/"offline" for the meter, retained.
 func (t Topics) MeterAvailability() string { return t.base + "/" + t.deviceID + "/availability" }
 
+// MeterStatus carries, retained, what the meter is doing in a user's words
+// (online, not answering, …) as plain text.
+func (t Topics) MeterStatus() string { return t.base + "/" + t.deviceID + "/status" }
+
 // MeterState carries one JSON object per snapshot (see State).
 func (t Topics) MeterState() string { return t.base + "/" + t.deviceID + "/state" }
 

@@ -29,8 +29,10 @@ func (b ReconnectBackoff) Delay(n uint) time.Duration {
 // delayType adapts the schedule to retry-go, which only doubles on its own. Once
 // the link is offline it waits the maximum delay, as the predecessor's users expect.
 // During a permission grace (EACCES right after the node appeared) the wait
-// is capped at graceDelay: udev's chmod is due within ~100 ms.
-func (b ReconnectBackoff) delayType(offline, grace func() bool) retry.DelayTypeFunc {
+// is capped at graceDelay: udev's chmod is due within ~100 ms. While a gateway
+// cannot be connected to, it is capped at gatewayRedial: a failed connect
+// costs the bus nothing, and a rebooted gateway is used as soon as it listens.
+func (b ReconnectBackoff) delayType(offline, grace, redial func() bool) retry.DelayTypeFunc {
 	return func(n uint, _ error, _ *retry.Config) time.Duration {
 		d := b.Delay(n)
 		if offline() {
@@ -38,6 +40,9 @@ func (b ReconnectBackoff) delayType(offline, grace func() bool) retry.DelayTypeF
 		}
 		if grace() {
 			d = min(d, graceDelay)
+		}
+		if redial() {
+			d = min(d, gatewayRedial)
 		}
 		return d
 	}

@@ -33,7 +33,7 @@ func TestReconnectBackoff(t *testing.T) {
 func TestDelayTypeWaitsTheMaximumOnceOffline(t *testing.T) {
 	b := ReconnectBackoff{Min: time.Second, Max: time.Minute, Factor: 2}
 	offline := false
-	delay := b.delayType(func() bool { return offline }, func() bool { return false })
+	delay := b.delayType(func() bool { return offline }, func() bool { return false }, func() bool { return false })
 	if got := delay(1, nil, nil); got != time.Second {
 		t.Fatalf("first delay %v", got)
 	}
@@ -69,7 +69,7 @@ func TestWaitAfterReplug(t *testing.T) {
 func TestDelayTypeIsShortDuringPermissionGrace(t *testing.T) {
 	b := ReconnectBackoff{Min: time.Second, Max: time.Minute, Factor: 2}
 	grace := true
-	delay := b.delayType(func() bool { return false }, func() bool { return grace })
+	delay := b.delayType(func() bool { return false }, func() bool { return grace }, func() bool { return false })
 	if got := delay(5, nil, nil); got != graceDelay {
 		t.Fatalf("delay in grace %v, want %v", got, graceDelay)
 	}

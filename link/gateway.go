@@ -162,7 +162,6 @@ const mbapHeaderLen = 7
 // recognised and dropped: unlike RTU, there is no answer window to wait out.
 type mbapPort struct {
 	line    line
-	unit    uint8
 	timeout time.Duration
 
 	mu        sync.Mutex // held for a whole request and by Close
@@ -172,7 +171,7 @@ type mbapPort struct {
 }
 
 func newMBAPPort(l line, s Serial) *mbapPort {
-	return &mbapPort{line: l, unit: s.Address, timeout: s.timeout(), closing: make(chan struct{})}
+	return &mbapPort{line: l, timeout: s.timeout(), closing: make(chan struct{})}
 }
 
 // Close ends a request in flight within a read slice and closes the connection.
@@ -184,7 +183,7 @@ func (p *mbapPort) Close() error {
 }
 
 // ReadRegisters reads quantity holding registers (function 03) at addr.
-func (p *mbapPort) ReadRegisters(ctx context.Context, addr, quantity uint16) ([]uint16, error) {
+func (p *mbapPort) ReadRegisters(ctx context.Context, unit uint8, addr, quantity uint16) ([]uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if quantity < 1 || quantity > 125 {
@@ -194,13 +193,13 @@ func (p *mbapPort) ReadRegisters(ctx context.Context, addr, quantity uint16) ([]
 	req := make([]byte, mbapHeaderLen, mbapHeaderLen+5)
 	binary.BigEndian.PutUint16(req[0:], p.tid)
 	binary.BigEndian.PutUint16(req[4:], 6) // unit + the 5-byte PDU
-	req[6] = p.unit
+	req[6] = unit
 	req = append(req, 0x03, byte(addr>>8), byte(addr), byte(quantity>>8), byte(quantity))
 	sent := time.Now()
 	if _, err := p.line.Write(req); err != nil {
 		return nil, fmt.Errorf("write request for %04Xh: %w", addr, err)
 	}
-	words, err := p.readReply(ctx, quantity, sent.Add(p.timeout))
+	words, err := p.readReply(ctx, unit, quantity, sent.Add(p.timeout))
 	if err != nil {
 		return nil, fmt.Errorf("read %d registers at %04Xh: %w", quantity, addr, err)
 	}
@@ -209,7 +208,7 @@ func (p *mbapPort) ReadRegisters(ctx context.Context, addr, quantity uint16) ([]
 
 // readReply reads replies until the one to the current transaction; any
 // reply to it that is not exactly what was asked is an error, never data.
-func (p *mbapPort) readReply(ctx context.Context, quantity uint16, deadline time.Time) ([]uint16, error) {
+func (p *mbapPort) readReply(ctx context.Context, unit uint8, quantity uint16, deadline time.Time) ([]uint16, error) {
 	var buf [mbapHeaderLen + 253]byte
 	for {
 		head := buf[:mbapHeaderLen]
@@ -229,8 +228,8 @@ func (p *mbapPort) readReply(ctx context.Context, quantity uint16, deadline time
 		if tid != p.tid {
 			continue // the late reply to an earlier request
 		}
-		if head[6] != p.unit {
-			return nil, fmt.Errorf("reply from unit %d, want %d: %w", head[6], p.unit, modbus.ErrBadUnitId)
+		if head[6] != unit {
+			return nil, fmt.Errorf("reply from unit %d, want %d: %w", head[6], unit, modbus.ErrBadUnitId)
 		}
 		switch body[0] {
 		case 0x03:

@@ -88,14 +88,14 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.timeout == 0 {
 		o.timeout = 300 * time.Millisecond
 	}
-	cfg.Serial = Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 1, Timeout: o.timeout}
+	cfg.Serial = Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: o.timeout}
 	if cfg.Backoff == (ReconnectBackoff{}) {
 		cfg.Backoff = ReconnectBackoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2}
 	}
 	if cfg.MinGap == 0 {
 		cfg.MinGap = 2 * time.Millisecond
 	}
-	cfg.Prove = func(ctx context.Context, rd meter.Reader) error { _, err := m.Connect(ctx, rd); return err }
+	cfg.Prove = func(ctx context.Context, _ uint8, rd meter.Reader) error { _, err := m.Connect(ctx, rd); return err }
 	cfg.OnChange = func(s Status) { r.states <- s }
 	if os.Getenv("EM340_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -143,7 +143,7 @@ func (r *rig) waitState(state LinkState, cause Cause) Status {
 // read takes one snapshot through the link.
 func (r *rig) read() (meter.Reading, error) {
 	var reading meter.Reading
-	err := r.link.Do(context.Background(), func(rd meter.Reader) error {
+	err := r.link.Do(context.Background(), 1, func(rd meter.Reader) error {
 		var err error
 		reading, err = r.meter.Read(context.Background(), rd)
 		return err

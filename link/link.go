@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,38 +20,42 @@ import (
 // ErrNotOnline is returned by Do while the link is not online.
 var ErrNotOnline = errors.New("serial link is not online")
 
-// Prover checks that the meter answers and is the expected one; the link calls
-// it after every open and is online only once it succeeds. An error matching
-// meter.ErrWrongMeter still brings the link online, with CauseWrongMeter.
-type Prover func(ctx context.Context, r meter.Reader) error
+// Prover checks that the meter at unit answers and is the expected one; the
+// link calls it for every unit after every open and is online once one
+// succeeds. An error matching meter.ErrWrongMeter counts as answering, with
+// CauseWrongMeter for that unit.
+type Prover func(ctx context.Context, unit uint8, r meter.Reader) error
 
 // Config sets up a Link.
 type Config struct {
-	Device       string // path, by-id link or usb:VID:PID[:SERIAL]
-	Serial       Serial
+	Device       string  // path, by-id link, usb:VID:PID[:SERIAL] or a gateway URL (ParseGateway)
+	Serial       Serial  // line settings; a gateway ignores all but the timeout
+	Units        []uint8 // the meters' Modbus addresses on the line, in polling order; nil means {1}
 	Backoff      ReconnectBackoff
 	OfflineAfter time.Duration // reconnecting → offline
 	MinGap       time.Duration // quiet time after a reply before the next query (EM340: 40 ms)
-	MaxNoAnswer  int           // consecutive unanswered requests that mean the meter is gone (EM340: 2–3)
-	// MaxFailedSnapshots is how many Do sessions in a row may fail (fn returns
-	// an error other than ctx's) before the link counts the meter as not
-	// answering and reconnects; 0 means 3. Garbled or stale replies fail a
-	// snapshot without ever being "unanswered".
+	MaxNoAnswer  int           // consecutive unanswered requests that mean a meter is gone (EM340: 2–3)
+	// MaxFailedSnapshots is how many Do sessions of a unit in a row may fail
+	// (fn returns an error other than ctx's) before the link counts that
+	// meter as not answering; 0 means 3. Garbled or stale replies fail a
+	// snapshot without ever being "unanswered". When no unit answers, the
+	// link reconnects.
 	MaxFailedSnapshots int
 	Prove              Prover
 	OnChange           func(Status) // called, in order, on every state or cause change; must not block
 	Logger             *slog.Logger
 
-	open      func(path string, s Serial) (port, error) // nil: openRTU
-	enumerate func() ([]*enumerator.PortDetails, error) // nil: the system's
+	open      func(ctx context.Context, path string, s Serial) (port, error) // nil: openRTU, or dialGateway
+	enumerate func() ([]*enumerator.PortDetails, error)                      // nil: the system's
 }
 
-// Link is the serial link to one meter. Create it with New, run it with Run,
-// and read through Do.
+// Link is the line to the meters: a serial adapter, or a gateway. Create it
+// with New, run it with Run, and read through Do.
 type Link struct {
-	cfg Config
-	log *slog.Logger
-	res resolver
+	cfg     Config
+	log     *slog.Logger
+	res     resolver
+	gateway *Gateway // nil: a local serial adapter
 
 	session sync.Mutex // held by Do and by (re)connecting: a snapshot never meets a reopen
 
@@ -59,12 +64,11 @@ type Link struct {
 	online   bool
 	status   Status
 	lostAt   time.Time
-	outageID int       // bumped at every loss and recovery; stale offline timers check it
-	resolved string    // device node in use or last tried
-	lastIO   time.Time // end of the last request, for the inter-frame gap
-	noAnswer int       // consecutive unanswered requests
-	failedDo int       // consecutive failed Do sessions
-	deniedAt time.Time // first EACCES of the current run of them; zero: none
+	outageID int         // bumped at every loss and recovery; stale offline timers check it
+	resolved string      // device node in use or last tried
+	lastIO   time.Time   // end of the last request, for the inter-frame gap
+	counts   []unitCount // per unit, in cfg.Units order
+	deniedAt time.Time   // first EACCES of the current run of them; zero: none
 
 	notify sync.Mutex // orders OnChange calls
 	lost   chan Cause // the request path reports loss to Run
@@ -78,9 +82,6 @@ func New(cfg Config) *Link {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.open == nil {
-		cfg.open = openRTU
-	}
 	if cfg.enumerate == nil {
 		cfg.enumerate = func() ([]*enumerator.PortDetails, error) { return enumerator.GetDetailedPortsList() }
 	}
@@ -91,40 +92,63 @@ func New(cfg Config) *Link {
 		cfg.MaxFailedSnapshots = 3
 	}
 	if cfg.Prove == nil {
-		cfg.Prove = func(context.Context, meter.Reader) error { return nil }
+		cfg.Prove = func(context.Context, uint8, meter.Reader) error { return nil }
 	}
-	return &Link{
+	if len(cfg.Units) == 0 {
+		cfg.Units = []uint8{1}
+	}
+	l := &Link{
 		cfg:    cfg,
 		log:    cfg.Logger,
 		res:    resolver{device: cfg.Device, enumerate: cfg.enumerate},
 		status: Status{State: Reconnecting, Cause: CauseStarting, Since: time.Now(), Device: cfg.Device},
+		counts: make([]unitCount, len(cfg.Units)),
 		lost:   make(chan Cause, 1),
 	}
+	for _, u := range cfg.Units {
+		l.status.Units = append(l.status.Units, UnitStatus{Unit: u})
+	}
+	if g, err := ParseGateway(cfg.Device); err == nil {
+		l.gateway = &g
+		if cfg.open == nil {
+			l.cfg.open = func(ctx context.Context, _ string, s Serial) (port, error) { return dialGateway(ctx, g, s) }
+		}
+	}
+	if l.cfg.open == nil {
+		l.cfg.open = func(_ context.Context, path string, s Serial) (port, error) { return openRTU(path, s) }
+	}
+	return l
 }
 
 // Status is the link's state now.
 func (l *Link) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.status
+	return l.status.clone()
 }
 
 // Run keeps the link up until ctx is done, then closes the port. It returns
 // ctx's error, or an error if the device directory cannot be watched.
 func (l *Link) Run(ctx context.Context) error {
-	_, usb := parseUSB(l.cfg.Device)
-	watch, err := newDirWatch(l.watchTargets, usb)
-	if err != nil {
-		return fmt.Errorf("watch device directory: %w", err)
+	// A gateway has no device node to watch: its redials are the watch
+	// (delayType keeps them short while it refuses).
+	var appeared, vanished <-chan struct{}
+	if l.gateway == nil {
+		_, usb := parseUSB(l.cfg.Device)
+		watch, err := newDirWatch(l.watchTargets, usb)
+		if err != nil {
+			return fmt.Errorf("watch device directory: %w", err)
+		}
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		var watching sync.WaitGroup
+		defer func() {
+			stopWatch()
+			watching.Wait()
+			_ = watch.close()
+		}()
+		watching.Go(func() { watch.run(watchCtx) })
+		appeared, vanished = watch.appeared, watch.vanished
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	var watching sync.WaitGroup
-	defer func() {
-		stopWatch()
-		watching.Wait()
-		_ = watch.close()
-	}()
-	watching.Go(func() { watch.run(watchCtx) })
 
 	defer l.stopOfflineTimer()
 	l.beginOutage(CauseStarting, "")
@@ -132,15 +156,15 @@ func (l *Link) Run(ctx context.Context) error {
 		err := retry.Do(func() error { return l.connect(ctx) },
 			retry.Context(ctx),
 			retry.Attempts(0),
-			retry.DelayType(l.cfg.Backoff.delayType(l.isOffline, l.inPermissionGrace)),
+			retry.DelayType(l.cfg.Backoff.delayType(l.isOffline, l.inPermissionGrace, l.gatewayRefusing)),
 			retry.MaxDelay(l.cfg.Backoff.Max),
-			retry.WithTimer(wakeTimer{ctx: ctx, wake: watch.appeared}),
+			retry.WithTimer(wakeTimer{ctx: ctx, wake: appeared}),
 		)
 		if err != nil {
 			l.closePort()
 			return err
 		}
-		cause, detail, err := l.waitForLoss(ctx, watch)
+		cause, detail, err := l.waitForLoss(ctx, vanished)
 		if err != nil {
 			l.closePort()
 			return err
@@ -153,14 +177,14 @@ func (l *Link) Run(ctx context.Context) error {
 
 // waitForLoss blocks while the link is online, until a request reports loss,
 // the device node vanishes, or ctx is done.
-func (l *Link) waitForLoss(ctx context.Context, watch *dirWatch) (Cause, string, error) {
+func (l *Link) waitForLoss(ctx context.Context, vanished <-chan struct{}) (Cause, string, error) {
 	for {
 		select {
 		case <-ctx.Done():
 			return CauseNone, "", ctx.Err()
 		case cause := <-l.lost:
 			return cause, "", nil
-		case <-watch.vanished:
+		case <-vanished:
 			if !l.stillPresent() {
 				return CauseAdapterMissing, "device node removed", nil
 			}
@@ -168,9 +192,18 @@ func (l *Link) waitForLoss(ctx context.Context, watch *dirWatch) (Cause, string,
 	}
 }
 
-// Do runs fn with the meter reader while the link is online; a snapshot made of
-// several requests is never interleaved with a reconnect.
-func (l *Link) Do(ctx context.Context, fn func(r meter.Reader) error) error {
+// ErrUnknownUnit is returned by Do for a unit that is not in Config.Units.
+var ErrUnknownUnit = errors.New("no such unit on this link")
+
+// Do runs fn with the reader of the meter at unit while the link is online,
+// whether or not that meter answers at the moment (a session is how one that
+// stopped is tried again); a snapshot made of several requests is never
+// interleaved with a reconnect or with another meter's requests.
+func (l *Link) Do(ctx context.Context, unit uint8, fn func(r meter.Reader) error) error {
+	i := slices.Index(l.cfg.Units, unit)
+	if i < 0 {
+		return fmt.Errorf("unit %d: %w", unit, ErrUnknownUnit)
+	}
 	l.session.Lock()
 	defer l.session.Unlock()
 	l.mu.Lock()
@@ -179,27 +212,34 @@ func (l *Link) Do(ctx context.Context, fn func(r meter.Reader) error) error {
 	if !online {
 		return ErrNotOnline
 	}
-	err := fn(reader{l: l, p: p})
-	l.afterSession(ctx, err)
+	err := fn(reader{l: l, p: p, unit: i})
+	l.afterSession(ctx, i, err)
 	return err
 }
 
-// afterSession counts failed sessions: a meter that answers every request,
-// but with garbage, never trips MaxNoAnswer.
-func (l *Link) afterSession(ctx context.Context, err error) {
+// afterSession counts a unit's failed sessions: a meter that answers every
+// request, but with garbage, never trips MaxNoAnswer. A session that succeeds
+// says the meter answers.
+func (l *Link) afterSession(ctx context.Context, i int, err error) {
 	if ctx.Err() != nil && err != nil {
 		return // cancelled: says nothing about the meter
 	}
-	l.mu.Lock()
 	if err == nil {
-		l.failedDo = 0
-	} else {
-		l.failedDo++
+		l.mu.Lock()
+		l.counts[i].failedDo = 0
+		answering := l.status.Units[i].Answering
+		l.mu.Unlock()
+		if !answering {
+			l.unitAnswers(i, nil)
+		}
+		return
 	}
-	failed := l.failedDo >= l.cfg.MaxFailedSnapshots
+	l.mu.Lock()
+	l.counts[i].failedDo++
+	failed := l.counts[i].failedDo >= l.cfg.MaxFailedSnapshots
 	l.mu.Unlock()
 	if failed {
-		l.reportLost(CauseMeterSilent)
+		l.unitSilent(i, err)
 	}
 }
 
@@ -217,27 +257,54 @@ func (l *Link) connect(ctx context.Context) error {
 		l.openFailed(err)
 		return err
 	}
-	p, err := l.cfg.open(path, l.cfg.Serial)
+	p, err := l.cfg.open(ctx, path, l.cfg.Serial)
 	if err != nil {
 		l.openFailed(err)
 		return err
 	}
 	l.mu.Lock()
-	l.port, l.noAnswer, l.failedDo, l.deniedAt = p, 0, 0, time.Time{}
+	l.port, l.deniedAt = p, time.Time{}
+	clear(l.counts)
 	l.mu.Unlock()
-	proveErr := l.cfg.Prove(ctx, reader{l: l, p: p})
-	if proveErr != nil && !errors.Is(proveErr, meter.ErrWrongMeter) {
+	// Every meter on the line is asked; the link is online when one answers.
+	units := make([]UnitStatus, len(l.cfg.Units))
+	var errs []error
+	for i, u := range l.cfg.Units {
+		err := l.cfg.Prove(ctx, u, reader{l: l, p: p, unit: i})
+		units[i] = proven(u, err)
+		switch {
+		case ctx.Err() != nil:
+			l.closePort()
+			return ctx.Err()
+		case err != nil && isAdapterGone(err) && (l.gateway != nil || !l.stillPresent()):
+			l.closePort()
+			l.drain()
+			l.setCause(l.lossCause(err), err)
+			return err // the line itself went: the other meters cannot answer either
+		case !units[i].Answering:
+			errs = append(errs, fmt.Errorf("unit %d: %w", u, err))
+		}
+	}
+	if len(errs) == len(units) {
+		err := errors.Join(errs...)
 		l.closePort()
 		l.drain()
-		cause := CauseMeterSilent
-		if isAdapterGone(proveErr) && !l.stillPresent() {
-			cause = CauseAdapterMissing
-		}
-		l.setCause(cause, proveErr)
-		return proveErr
+		l.setCause(CauseMeterSilent, err)
+		return err
 	}
-	l.goOnline(proveErr)
+	l.goOnline(units)
 	return nil
+}
+
+// proven is a unit's status after Prove said err.
+func proven(unit uint8, err error) UnitStatus {
+	switch {
+	case err == nil:
+		return UnitStatus{Unit: unit, Answering: true}
+	case errors.Is(err, meter.ErrWrongMeter):
+		return UnitStatus{Unit: unit, Answering: true, Cause: CauseWrongMeter, Detail: err.Error()}
+	}
+	return UnitStatus{Unit: unit, Cause: CauseMeterSilent, Detail: err.Error()}
 }
 
 // drain forgets a loss reported by a request that ran before this attempt.
@@ -272,6 +339,9 @@ const graceDelay = 100 * time.Millisecond
 // outage had (adapter missing); only one lasting permissionGrace is shown.
 func (l *Link) openFailed(err error) {
 	cause := classifyOpen(err)
+	if l.gateway != nil {
+		cause = classifyGateway(err)
+	}
 	if cause == CausePermissionDenied {
 		l.mu.Lock()
 		if l.deniedAt.IsZero() {
@@ -294,6 +364,21 @@ func (l *Link) openFailed(err error) {
 	l.setCause(cause, err)
 }
 
+// gatewayRedial caps the wait between redials of a gateway that refuses
+// connections or cannot be reached.
+const gatewayRedial = time.Second
+
+// gatewayRefusing reports whether the last attempt failed to connect to a
+// gateway at all (not a meter that does not answer through it).
+func (l *Link) gatewayRefusing() bool {
+	if l.gateway == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.status.State != Online && isGatewayCause(l.status.Cause)
+}
+
 // inPermissionGrace: the last opens failed with EACCES for less than permissionGrace.
 func (l *Link) inPermissionGrace() bool {
 	l.mu.Lock()
@@ -314,6 +399,9 @@ func (l *Link) watchTargets() []string {
 }
 
 func (l *Link) stillPresent() bool {
+	if l.gateway != nil {
+		return true // no node: a lost connection reports itself
+	}
 	path, err := l.res.resolve()
 	if err != nil {
 		return false

@@ -289,7 +289,7 @@ func TestLateReplyNeverAnswersTheNextRequest(t *testing.T) {
 	r.waitState(Online, CauseNone)
 	const qty = 10
 	read := func(addr uint16) (words []uint16, err error) {
-		err = r.link.Do(context.Background(), func(rd meter.Reader) error {
+		err = r.link.Do(context.Background(), 1, func(rd meter.Reader) error {
 			words, err = rd.ReadRegisters(context.Background(), addr, qty)
 			return err
 		})
@@ -302,7 +302,7 @@ func TestLateReplyNeverAnswersTheNextRequest(t *testing.T) {
 	r.mustRead() // the meter confirms its totals from the second snapshot on
 	want := r.mustRead()
 	r.sim.LateNext(1, 400*time.Millisecond) // after the 300 ms timeout, inside the 500 ms answer window
-	err = r.link.Do(context.Background(), func(rd meter.Reader) error {
+	err = r.link.Do(context.Background(), 1, func(rd meter.Reader) error {
 		if _, err := rd.ReadRegisters(context.Background(), 0, qty); !errors.Is(err, modbus.ErrRequestTimedOut) {
 			t.Errorf("late reply: %v, want a timeout", err)
 		}
@@ -370,7 +370,7 @@ func TestOpenDenied(t *testing.T) {
 			var denied atomic.Int32
 			var until atomic.Int64
 			until.Store(time.Now().Add(time.Hour).UnixNano())
-			open := func(path string, s Serial) (port, error) {
+			open := func(_ context.Context, path string, s Serial) (port, error) {
 				if time.Now().UnixNano() < until.Load() {
 					denied.Add(1)
 					return nil, tt.err
@@ -492,7 +492,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	r.waitState(Online, CauseNone)
 	r.stop()
-	if err := r.link.Do(context.Background(), func(meter.Reader) error { return nil }); !errors.Is(err, ErrNotOnline) {
+	if err := r.link.Do(context.Background(), 1, func(meter.Reader) error { return nil }); !errors.Is(err, ErrNotOnline) {
 		t.Fatalf("Do after Run returned: %v", err)
 	}
 }
@@ -506,7 +506,7 @@ func TestCancelEndsRequestInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := make(chan error, 1)
 	go func() {
-		errs <- r.link.Do(ctx, func(rd meter.Reader) error { _, err := r.meter.Read(ctx, rd); return err })
+		errs <- r.link.Do(ctx, 1, func(rd meter.Reader) error { _, err := r.meter.Read(ctx, rd); return err })
 	}()
 	time.Sleep(100 * time.Millisecond)
 	cancel()

@@ -142,7 +142,7 @@ func TestNonRootChild(t *testing.T) {
 	}
 	l := New(Config{
 		Device:  device,
-		Serial:  Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 1, Timeout: 300 * time.Millisecond},
+		Serial:  Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: 300 * time.Millisecond},
 		Backoff: ReconnectBackoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2},
 		MinGap:  2 * time.Millisecond,
 		OnChange: func(s Status) {

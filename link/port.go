@@ -12,10 +12,10 @@ import (
 	"github.com/simonvetter/modbus"
 )
 
-// port is the open serial line to the meter; *rtuPort is one. A request ends
-// promptly when ctx is done or the line hangs up.
+// port is the Modbus master on the open line to the meters: *rtuPort or
+// *mbapPort. A request ends promptly when ctx is done or the line hangs up.
 type port interface {
-	ReadRegisters(ctx context.Context, addr, quantity uint16) ([]uint16, error)
+	ReadRegisters(ctx context.Context, unit uint8, addr, quantity uint16) ([]uint16, error)
 	Close() error
 }
 
@@ -24,7 +24,6 @@ type Serial struct {
 	Baud     int
 	Parity   string // none, even, odd
 	StopBits int
-	Address  uint8         // Modbus slave address, 1–247
 	Timeout  time.Duration // per request
 }
 
@@ -58,7 +57,8 @@ func classifyOpen(err error) Cause {
 func isAdapterGone(err error) bool {
 	return errors.Is(err, syscall.EIO) || errors.Is(err, syscall.ENXIO) || errors.Is(err, syscall.ENODEV) ||
 		errors.Is(err, syscall.ENOENT) || errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) ||
-		errors.Is(err, syscall.EBADF) || errors.Is(err, errHungUp)
+		errors.Is(err, syscall.EBADF) || errors.Is(err, errHungUp) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, errGatewayOutOfStep)
 }
 
 // isNoAnswer reports errors that mean the meter did not answer sensibly: a run of
@@ -66,5 +66,6 @@ func isAdapterGone(err error) bool {
 func isNoAnswer(err error) bool {
 	return errors.Is(err, modbus.ErrRequestTimedOut) || errors.Is(err, modbus.ErrBadCRC) ||
 		errors.Is(err, modbus.ErrShortFrame) || errors.Is(err, modbus.ErrProtocolError) ||
-		errors.Is(err, modbus.ErrBadUnitId) || errors.Is(err, modbus.ErrUnexpectedParameters)
+		errors.Is(err, modbus.ErrBadUnitId) || errors.Is(err, modbus.ErrUnexpectedParameters) ||
+		errors.Is(err, modbus.ErrGWTargetFailedToRespond) || errors.Is(err, modbus.ErrGWPathUnavailable)
 }

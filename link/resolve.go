@@ -62,13 +62,17 @@ func optional(serial string) string {
 }
 
 // resolver turns the configured device into the node to open, afresh at every
-// open: a by-id link follows the adapter, a USB identity is looked up.
+// open: a by-id link follows the adapter, a USB identity is looked up; a
+// gateway URL stays as it is.
 type resolver struct {
 	device    string
 	enumerate func() ([]*enumerator.PortDetails, error)
 }
 
 func (r resolver) resolve() (string, error) {
+	if IsGatewayURL(r.device) {
+		return r.device, nil // dialled, not opened: nothing to resolve
+	}
 	if spec, ok := parseUSB(r.device); ok {
 		ports, err := r.enumerate()
 		if err != nil {

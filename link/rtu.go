@@ -21,7 +21,6 @@ const answerWindow = 500 * time.Millisecond
 // Requests are serialised by mu; Close stops one in flight within a slice.
 type rtuPort struct {
 	line    line
-	unit    uint8
 	timeout time.Duration
 	window  time.Duration
 
@@ -32,7 +31,7 @@ type rtuPort struct {
 }
 
 func newRTUPort(l line, s Serial) *rtuPort {
-	return &rtuPort{line: l, unit: s.Address, timeout: s.timeout(), window: answerWindow, closing: make(chan struct{})}
+	return &rtuPort{line: l, timeout: s.timeout(), window: answerWindow, closing: make(chan struct{})}
 }
 
 // Close ends a request in flight within a read slice and closes the port.
@@ -44,7 +43,7 @@ func (p *rtuPort) Close() error {
 }
 
 // ReadRegisters reads quantity holding registers (function 03) at addr.
-func (p *rtuPort) ReadRegisters(ctx context.Context, addr, quantity uint16) ([]uint16, error) {
+func (p *rtuPort) ReadRegisters(ctx context.Context, unit uint8, addr, quantity uint16) ([]uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if quantity < 1 || quantity > 125 {
@@ -53,13 +52,13 @@ func (p *rtuPort) ReadRegisters(ctx context.Context, addr, quantity uint16) ([]u
 	if err := p.settle(ctx); err != nil {
 		return nil, err
 	}
-	req := appendCRC([]byte{p.unit, 0x03, byte(addr >> 8), byte(addr), byte(quantity >> 8), byte(quantity)})
+	req := appendCRC([]byte{unit, 0x03, byte(addr >> 8), byte(addr), byte(quantity >> 8), byte(quantity)})
 	sent := time.Now()
 	if _, err := p.line.Write(req); err != nil {
 		p.settleFrom = sent.Add(p.window)
 		return nil, fmt.Errorf("write request for %04Xh: %w", addr, err)
 	}
-	words, err := p.readReply(ctx, quantity, sent.Add(p.timeout))
+	words, err := p.readReply(ctx, unit, quantity, sent.Add(p.timeout))
 	if err != nil && !isException(err) {
 		// No complete, valid reply: whatever the meter still sends belongs to this request.
 		p.settleFrom = sent.Add(p.window)
@@ -95,14 +94,14 @@ func (p *rtuPort) settle(ctx context.Context) error {
 // readReply reads and checks one reply to a function 03 request for quantity
 // registers: anything but a frame of exactly 2×quantity bytes from our unit,
 // with a good CRC, is an error and never data.
-func (p *rtuPort) readReply(ctx context.Context, quantity uint16, deadline time.Time) ([]uint16, error) {
+func (p *rtuPort) readReply(ctx context.Context, unit uint8, quantity uint16, deadline time.Time) ([]uint16, error) {
 	var buf [3 + 250 + 2]byte
 	head := buf[:3]
 	if err := readFull(ctx, p.line, p.closing, head, deadline, true); err != nil {
 		return nil, err
 	}
-	if head[0] != p.unit {
-		return nil, fmt.Errorf("reply from unit %d, want %d: %w", head[0], p.unit, modbus.ErrBadUnitId)
+	if head[0] != unit {
+		return nil, fmt.Errorf("reply from unit %d, want %d: %w", head[0], unit, modbus.ErrBadUnitId)
 	}
 	switch head[1] {
 	case 0x03:

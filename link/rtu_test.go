@@ -23,7 +23,7 @@ func openSim(t *testing.T, s Serial) (*emsim.Sim, *rtuPort) {
 	}
 	t.Cleanup(func() { _ = sim.Close() })
 	if s.Baud == 0 {
-		s = Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 1, Timeout: 300 * time.Millisecond}
+		s = Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: 300 * time.Millisecond}
 	}
 	p, err := openRTU(path, s)
 	if err != nil {
@@ -56,12 +56,12 @@ func TestRTUValidatesReplies(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sim, p := openSim(t, Serial{})
 			ctx := context.Background()
-			want, err := p.ReadRegisters(ctx, addr, qty)
+			want, err := p.ReadRegisters(ctx, 1, addr, qty)
 			if err != nil || len(want) != qty {
 				t.Fatalf("reference read: %v, %d words", err, len(want))
 			}
 			tt.fault(sim)
-			got, err := p.ReadRegisters(ctx, addr, qty)
+			got, err := p.ReadRegisters(ctx, 1, addr, qty)
 			switch {
 			case tt.want == nil && (err != nil || !slices.Equal(got, want)):
 				t.Fatalf("got %v, %v; want %v", got, err, want)
@@ -72,12 +72,12 @@ func TestRTUValidatesReplies(t *testing.T) {
 			}
 			sim.ClearFaults()
 			// Another request of the same length: a stale reply would pass its checks.
-			after, err := p.ReadRegisters(ctx, addr+qty, qty)
+			after, err := p.ReadRegisters(ctx, 1, addr+qty, qty)
 			if err != nil {
 				t.Fatalf("request after the fault: %v", err)
 			}
 			sim.ResetRequests()
-			again, err := p.ReadRegisters(ctx, addr+qty, qty)
+			again, err := p.ReadRegisters(ctx, 1, addr+qty, qty)
 			if err != nil || !slices.Equal(after, again) {
 				t.Fatalf("request after the fault read %v, a fresh one %v (%v)", after, again, err)
 			}
@@ -88,17 +88,17 @@ func TestRTUValidatesReplies(t *testing.T) {
 func TestRTUGarbageIsNeverData(t *testing.T) {
 	sim, p := openSim(t, Serial{})
 	ctx := context.Background()
-	want, err := p.ReadRegisters(ctx, 0, 10)
+	want, err := p.ReadRegisters(ctx, 1, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
 		sim.Garbage(1)
-		if got, err := p.ReadRegisters(ctx, 0, 10); err == nil {
+		if got, err := p.ReadRegisters(ctx, 1, 0, 10); err == nil {
 			t.Fatalf("garbage %d read as data %v", i, got)
 		}
 	}
-	if got, err := p.ReadRegisters(ctx, 0, 10); err != nil || !slices.Equal(got, want) {
+	if got, err := p.ReadRegisters(ctx, 1, 0, 10); err != nil || !slices.Equal(got, want) {
 		t.Fatalf("after garbage: %v, %v", got, err)
 	}
 }
@@ -106,8 +106,8 @@ func TestRTUGarbageIsNeverData(t *testing.T) {
 // A reply from another unit is an error (the simulator answers only its own
 // address, so the request goes unanswered).
 func TestRTUOtherUnit(t *testing.T) {
-	_, p := openSim(t, Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 7, Timeout: 200 * time.Millisecond})
-	if _, err := p.ReadRegisters(context.Background(), 0, 1); !isNoAnswer(err) {
+	_, p := openSim(t, Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: 200 * time.Millisecond})
+	if _, err := p.ReadRegisters(context.Background(), 7, 0, 1); !isNoAnswer(err) {
 		t.Fatalf("request to unit 7: %v", err)
 	}
 }
@@ -116,12 +116,12 @@ func TestRTUOtherUnit(t *testing.T) {
 func TestRTURequestEndsOnCancelAndClose(t *testing.T) {
 	for _, how := range []string{"cancel", "close"} {
 		t.Run(how, func(t *testing.T) {
-			sim, p := openSim(t, Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 1, Timeout: time.Minute})
+			sim, p := openSim(t, Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: time.Minute})
 			sim.Mute(true)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			errs := make(chan error, 1)
-			go func() { _, err := p.ReadRegisters(ctx, 0, 1); errs <- err }()
+			go func() { _, err := p.ReadRegisters(ctx, 1, 0, 1); errs <- err }()
 			time.Sleep(50 * time.Millisecond)
 			want := context.Canceled
 			if how == "cancel" {
@@ -143,10 +143,10 @@ func TestRTURequestEndsOnCancelAndClose(t *testing.T) {
 }
 
 func TestRTUUnplugEndsRequestAsAdapterGone(t *testing.T) {
-	sim, p := openSim(t, Serial{Baud: 115200, Parity: "none", StopBits: 1, Address: 1, Timeout: time.Minute})
+	sim, p := openSim(t, Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: time.Minute})
 	sim.Mute(true)
 	errs := make(chan error, 1)
-	go func() { _, err := p.ReadRegisters(context.Background(), 0, 1); errs <- err }()
+	go func() { _, err := p.ReadRegisters(context.Background(), 1, 0, 1); errs <- err }()
 	time.Sleep(50 * time.Millisecond)
 	if err := sim.Unplug(); err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestRTUUnplugEndsRequestAsAdapterGone(t *testing.T) {
 	case <-time.After(hangGuard):
 		t.Fatal("a request in flight at unplug did not end")
 	}
-	if _, err := p.ReadRegisters(context.Background(), 0, 1); !isAdapterGone(err) {
+	if _, err := p.ReadRegisters(context.Background(), 1, 0, 1); !isAdapterGone(err) {
 		t.Fatalf("request after unplug: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package link
 
 import (
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -46,6 +47,44 @@ type Status struct {
 	Reconnects int           // successful reconnects after a loss
 	LastOutage time.Duration // length of the last completed outage
 	Device     string        // the device node in use or last tried, after resolution
+	Units      []UnitStatus  // each meter on the line, in Config.Units order
+}
+
+// UnitStatus is one meter on the line as the link sees it. While the link is
+// online, a meter answers until MaxNoAnswer requests or MaxFailedSnapshots
+// sessions of it fail in a row, and again after a session that succeeds.
+type UnitStatus struct {
+	Unit      uint8
+	Answering bool
+	Cause     Cause  // CauseMeterSilent, CauseWrongMeter, or none
+	Detail    string // the error behind Cause
+}
+
+// clone copies s, so that the copy shares no slice with the link's own.
+func (s Status) clone() Status {
+	s.Units = slices.Clone(s.Units)
+	return s
+}
+
+// Unit is the status of the meter at unit; false if the link has no such unit.
+func (s Status) Unit(unit uint8) (UnitStatus, bool) {
+	for _, u := range s.Units {
+		if u.Unit == unit {
+			return u, true
+		}
+	}
+	return UnitStatus{}, false
+}
+
+// isGatewayCause: the gateway itself could not be reached, as opposed to a
+// meter behind it that does not answer.
+func isGatewayCause(c Cause) bool {
+	switch c {
+	case CauseGatewayRefused, CauseGatewayTimeout, CauseGatewayUnreachable, CauseGatewayUnknownHost,
+		CauseGatewayReset, CauseGatewayClosed:
+		return true
+	}
+	return false
 }
 
 // slogLevel: losing the link is worth a warning, giving up hope an error.

@@ -39,8 +39,9 @@ type Options struct {
 	// BirthDelay is the wait before answering HA's birth message; nil means a
 	// random 1–5 s, as HA advises.
 	BirthDelay func() time.Duration
-	// OnReading, if set, sees every published reading (the demo prints them).
-	OnReading func(meter.Reading)
+	// OnReading, if set, sees every reading handed to the publisher, with the
+	// address of the meter it is of (the demo prints them).
+	OnReading func(unit uint8, r meter.Reading)
 	// OnLinkChange, if set, sees every link state change.
 	OnLinkChange func(link.Status)
 
@@ -71,29 +72,30 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	m := meter.New(meter.Options{Logger: log.With("component", "meter")})
+	slots := make([]*slot, 0, len(cfg.ModbusAddresses))
+	for _, mc := range cfg.Meters() {
+		mlog := log.With("component", "meter", "unit", mc.Address)
+		slots = append(slots, &slot{unit: mc.Address, deviceID: mc.DeviceID, log: mlog,
+			meter: meter.New(meter.Options{Logger: mlog})})
+	}
 	linkUp := make(chan struct{}, 1)
 	var linkState atomic.Value
 	linkState.Store(link.Reconnecting)
 	l := link.New(link.Config{
 		Device: cfg.SerialDevice,
 		Serial: link.Serial{Baud: cfg.SerialBaud, Parity: cfg.SerialParity, StopBits: cfg.SerialStopBits,
-			Address: cfg.ModbusAddresses[0], Timeout: cfg.ModbusTimeout},
+			Timeout: cfg.ModbusTimeout},
+		Units:        cfg.ModbusAddresses,
 		Backoff:      link.ReconnectBackoff{Min: cfg.ReconnectMinDelay, Max: cfg.ReconnectMaxDelay, Factor: cfg.ReconnectFactor},
 		OfflineAfter: cfg.OfflineAfter,
 		MinGap:       meterGap,
-		Prove: func(ctx context.Context, r meter.Reader) error {
-			id, err := m.Connect(ctx, r)
-			if errors.Is(err, meter.ErrWrongMeter) && cfg.Meters()[0].DeviceID == "" {
-				m.Forget() // a device of its own, with totals of its own
+		Prove: func(ctx context.Context, unit uint8, r meter.Reader) error {
+			for _, s := range slots {
+				if s.unit == unit {
+					return s.prove(ctx, r, pub)
+				}
 			}
-			// Under a fixed EM340_DEVICE_ID the new meter feeds the old
-			// entities: its totals must not fall below the old meter's, so
-			// the validator keeps them and rejects lower ones.
-			if err == nil || errors.Is(err, meter.ErrWrongMeter) {
-				pub.meterIdentified(id)
-			}
-			return err
+			return fmt.Errorf("unit %d: %w", unit, link.ErrUnknownUnit)
 		},
 		OnChange: func(st link.Status) {
 			linkState.Store(st.State)
@@ -135,7 +137,7 @@ func Run(ctx context.Context, opts Options) error {
 	pubBeat.beat()
 	var lastPoll atomic.Int64
 	wg.Go(func() {
-		poll(work, pollLoop{cfg: cfg, link: l, meter: m, pub: pub, linkUp: linkUp, beat: pollBeat.beat,
+		poll(work, pollLoop{cfg: cfg, link: l, slots: slots, pub: pub, linkUp: linkUp, beat: pollBeat.beat,
 			before: opts.beforePoll, onReading: opts.OnReading, log: log, lastPoll: &lastPoll})
 	})
 	wg.Go(func() {

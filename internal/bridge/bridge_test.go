@@ -372,7 +372,7 @@ func TestReconnectTakesTheFewestRequests(t *testing.T) {
 		want   int
 	}{
 		{"same meter", "", 1 + len(plan)},
-		{"different meter", "999999X", 1 + 8 + len(plan)}, // the serial, then the whole identity
+		{"different meter", "999999X", 1 + 5 + len(plan)}, // the serial, then the rest of the identity
 	} {
 		if err := r.sim.Unplug(); err != nil {
 			t.Fatal(err)

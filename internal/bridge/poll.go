@@ -12,59 +12,145 @@ import (
 	"github.com/em340-bridge/em340-bridge/meter"
 )
 
-// pollLoop reads a snapshot every poll interval, and at once when the link
+// slot is one configured meter: its address on the line and what the bridge
+// knows of it. Its fields are touched only inside the link's sessions (Prove
+// at a connect, Do in the poll loop), which the link runs one at a time.
+type slot struct {
+	unit      uint8
+	deviceID  string // configured id; "" = the meter's serial number
+	meter     *meter.Meter
+	announced uint64 // meter.Revision() last handed to the publisher; 0 = never
+	log       *slog.Logger
+}
+
+// prove identifies the meter at a connect of the line (link.Prover) or when
+// a meter that stopped answering is tried again.
+func (s *slot) prove(ctx context.Context, r meter.Reader, pub *publisher) error {
+	_, err := s.meter.Connect(ctx, r)
+	if errors.Is(err, meter.ErrWrongMeter) && s.deviceID == "" {
+		s.meter.Forget() // a device of its own, with totals of its own
+	}
+	// Under a fixed device id the new meter feeds the old entities: its
+	// totals must not fall below the old meter's, so the validator keeps
+	// them and rejects lower ones.
+	if err == nil || errors.Is(err, meter.ErrWrongMeter) {
+		s.announce(pub)
+	}
+	return err
+}
+
+// announce tells the publisher what the meter is, when that changed.
+func (s *slot) announce(pub *publisher) {
+	if rev := s.meter.Revision(); rev != s.announced {
+		s.announced = rev
+		pub.meterIdentified(s.unit, s.meter.Identity(), s.meter.Registers())
+	}
+}
+
+// pollLoop reads every meter every poll interval, and at once when the link
 // comes back.
 type pollLoop struct {
 	cfg       config.Config
 	link      *link.Link
-	meter     *meter.Meter
+	slots     []*slot
 	pub       *publisher
 	linkUp    <-chan struct{}
 	beat      func()
 	before    func(context.Context)
-	onReading func(meter.Reading)
+	onReading func(unit uint8, r meter.Reading)
 	log       *slog.Logger
 	lastPoll  *atomic.Int64
+}
+
+// retry is when a meter that does not answer while others do is tried again.
+type retry struct {
+	failures int
+	next     time.Time
 }
 
 func poll(ctx context.Context, p pollLoop) {
 	t := time.NewTicker(p.cfg.PollInterval)
 	defer t.Stop()
-	var failures failureLog
+	backoff := link.ReconnectBackoff{Min: p.cfg.ReconnectMinDelay, Max: p.cfg.ReconnectMaxDelay, Factor: p.cfg.ReconnectFactor}
+	failures := make([]failureLog, len(p.slots))
+	retries := make([]retry, len(p.slots))
 	for {
 		p.beat()
 		if p.before != nil {
 			p.before(ctx)
 		}
-		var reading meter.Reading
-		var refreshDue bool
-		err := p.link.Do(ctx, func(r meter.Reader) error { // the meter is touched only inside a session
-			var err error
-			reading, err = p.meter.Read(ctx, r)
-			refreshDue = p.meter.RefreshDue()
-			return err
-		})
-		p.lastPoll.Store(time.Now().UnixNano())
-		switch {
-		case err == nil:
-			failures.recovered(p.log)
-			p.pub.readingTaken(reading)
-			if p.onReading != nil {
-				p.onReading(reading)
+		for i, s := range p.slots {
+			st := p.link.Status()
+			if st.State != link.Online || ctx.Err() != nil {
+				break
 			}
-			if refreshDue {
-				p.refresh(ctx)
+			if !p.due(st, s.unit, &retries[i], backoff) {
+				continue
 			}
-		case errors.Is(err, link.ErrNotOnline), errors.Is(err, context.Canceled):
-		default:
-			failures.failed(p.log, err)
+			p.read(ctx, s, &failures[i])
 		}
+		p.lastPoll.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-p.linkUp:
 		}
+	}
+}
+
+// due says whether a meter is read this cycle. One that answers always is;
+// one that does not, while others on the line do, is tried again on the
+// reconnect schedule, so a dead meter costs the bus one timeout now and then
+// rather than one every poll.
+func (p pollLoop) due(st link.Status, unit uint8, r *retry, backoff link.ReconnectBackoff) bool {
+	us, _ := st.Unit(unit)
+	now := time.Now()
+	switch {
+	case us.Answering:
+		*r = retry{}
+		return true
+	case r.failures == 0: // just seen silent: the link has tried it already
+		r.failures, r.next = 1, now.Add(backoff.Delay(1))
+		return false
+	case now.Before(r.next):
+		return false
+	}
+	r.failures++
+	r.next = now.Add(backoff.Delay(uint(r.failures)))
+	return true
+}
+
+// read takes one snapshot of a meter, proving it first when the link says it
+// does not answer (it may be another meter by now), and publishes it.
+func (p pollLoop) read(ctx context.Context, s *slot, failures *failureLog) {
+	var reading meter.Reading
+	var refreshDue bool
+	err := p.link.Do(ctx, s.unit, func(r meter.Reader) error { // the meter is touched only inside a session
+		if us, _ := p.link.Status().Unit(s.unit); !us.Answering {
+			if err := s.prove(ctx, r, p.pub); err != nil && !errors.Is(err, meter.ErrWrongMeter) {
+				return err
+			}
+		}
+		var err error
+		reading, err = s.meter.Read(ctx, r)
+		s.announce(p.pub) // a snapshot may have taught what the meter has
+		refreshDue = s.meter.RefreshDue()
+		return err
+	})
+	switch {
+	case err == nil:
+		failures.recovered(s.log)
+		p.pub.readingTaken(s.unit, reading)
+		if p.onReading != nil {
+			p.onReading(s.unit, reading)
+		}
+		if refreshDue {
+			p.refresh(ctx, s)
+		}
+	case errors.Is(err, link.ErrNotOnline), errors.Is(err, context.Canceled):
+	default:
+		failures.failed(s.log, err)
 	}
 }
 
@@ -95,17 +181,17 @@ func (f *failureLog) recovered(log *slog.Logger) {
 // refresh reads the rest of the identity after a reconnect that proved only
 // the serial, once the first snapshot is on its way, and tells HA only if
 // something changed.
-func (p pollLoop) refresh(ctx context.Context) {
-	err := p.link.Do(ctx, func(r meter.Reader) error {
-		id, changed, err := p.meter.Refresh(ctx, r)
+func (p pollLoop) refresh(ctx context.Context, s *slot) {
+	err := p.link.Do(ctx, s.unit, func(r meter.Reader) error {
+		id, changed, err := s.meter.Refresh(ctx, r)
 		if changed {
-			p.log.Info("the meter's identity changed", "firmware", id.Firmware, "mode", id.MeasurementModeName(),
+			s.log.Info("the meter's identity changed", "firmware", id.Firmware, "mode", id.MeasurementModeName(),
 				"system", id.MeasuringSystemName(), "wiring", id.WiringStatus())
-			p.pub.meterIdentified(id)
 		}
+		s.announce(p.pub)
 		return err
 	})
 	if err != nil && !errors.Is(err, link.ErrNotOnline) && !errors.Is(err, context.Canceled) {
-		p.log.Warn("cannot refresh the meter's identity; trying again after the next snapshot", "err", err)
+		s.log.Warn("cannot refresh the meter's identity; trying again after the next snapshot", "err", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,14 +25,19 @@ import (
 //	topic                              retained  content, when
 //	<base>/<old meter>/availability    yes       offline, for a meter replaced or left from a previous run
 //	<base>/<meter>/availability        yes       online only after a fresh reading, offline the moment the
-//	                                             link leaves online or no fresh reading came for the
-//	                                             freshness bound, and on shutdown
+//	                                             link leaves online or the meter stops answering or no
+//	                                             fresh reading came for the freshness bound, and on shutdown
+//	<base>/<meter>/status              yes       what the meter is doing in words (online, not answering, …)
 //	<base>/bridge/link                 yes       the link's state, on every change
 //	<base>/bridge/availability         yes       online on connect; offline on shutdown and as the will
 //	<prefix>/device/<bridge>/config    yes       on connect and HA's birth
-//	<prefix>/device/<meter>/config     yes       once the meter is known; on connect and HA's birth
+//	<prefix>/device/<meter>/config     yes       once the meter is known; on connect and HA's birth; a
+//	                                             component it no longer has is removed first
 //	clean-up of outdated configs       yes       after the retained configs seen on connect settle
 //	<base>/<meter>/state               no        each fresh reading while the meter is online
+//
+// Every configured meter (EM340_MODBUS_ADDRESS) has its own topics, device and
+// availability; one that stops answering goes unavailable alone.
 //
 // The retained messages are a desired state, derived from what the bridge knows
 // and published in the order above; each is published until the broker
@@ -69,21 +75,30 @@ type haState struct {
 	acked   map[string]string // retained payloads the broker acknowledged on conn
 	refused map[string]string // topics the broker refused, with the reason last logged
 
-	link        discovery.Link
-	identity    meter.Identity
-	meter       *discovery.Topics // nil until the meter's id is known
-	meterOnline bool
-	lastFresh   time.Time // when the last reading reached HA
-	staleLogged bool
-	retired     []discovery.Topics // meters whose entities must stay unavailable
-
-	reading    meter.Reading
-	readingDue bool
+	linkStatus link.Status
+	meters     []*meterHA         // one per configured meter, in EM340_MODBUS_ADDRESS's order
+	retired    []discovery.Topics // meters whose entities must stay unavailable
 
 	seenConfigs map[string][]byte // retained discovery configs found on connect
 	settleAt    time.Time
 	cleanup     []discovery.Message // removals, published in order until acknowledged
-	cleaned     string              // the meter config topic the clean-up last ran for
+	cleaned     string              // the meter config topics the clean-up last ran for
+}
+
+// meterHA is one meter as HA sees it.
+type meterHA struct {
+	unit      uint8
+	deviceID  string            // configured; "" = the meter's serial number
+	topics    *discovery.Topics // nil until the meter's id is known
+	identity  meter.Identity
+	registers []meter.Register // what the meter has; the whole table until it answered
+
+	online      bool      // HA shows its readings: a fresh one came since it was last offline
+	lastFresh   time.Time // when the last reading reached HA
+	staleLogged bool
+
+	reading    meter.Reading
+	readingDue bool
 }
 
 // brokerConn is one MQTT connection; gone is closed when it drops, so a
@@ -100,8 +115,11 @@ func newPublisher(cfg config.Config, origin discovery.Origin, log *slog.Logger, 
 	}
 	p := &publisher{log: log, cfg: cfg, origin: origin, bridge: bridgeTopics, birthDelay: birthDelay,
 		freshness: Freshness(cfg), inbox: make(chan func(*haState), inboxSize)}
-	if cfg.Meters()[0].DeviceID != "" {
-		if _, err := discovery.NewTopics(cfg.MQTTBaseTopic, cfg.HADiscoveryPrefix, cfg.Meters()[0].DeviceID); err != nil {
+	for _, m := range cfg.Meters() {
+		if m.DeviceID == "" {
+			continue
+		}
+		if _, err := discovery.NewTopics(cfg.MQTTBaseTopic, cfg.HADiscoveryPrefix, m.DeviceID); err != nil {
 			return nil, err
 		}
 	}
@@ -109,9 +127,12 @@ func newPublisher(cfg config.Config, origin discovery.Origin, log *slog.Logger, 
 }
 
 // Freshness is how long a reading counts as current: three polls missed in a
-// row, plus one request timing out. HA's expire_after and the bridge's own
-// check on the meter's availability both use it.
-func Freshness(cfg config.Config) time.Duration { return 3*cfg.PollInterval + cfg.ModbusTimeout }
+// row, plus a request timing out for each meter on the line (a poll reads
+// them one after the other). HA's expire_after and the bridge's own check on
+// each meter's availability both use it.
+func Freshness(cfg config.Config) time.Duration {
+	return 3*cfg.PollInterval + time.Duration(max(len(cfg.ModbusAddresses), 1))*cfg.ModbusTimeout
+}
 
 // send hands an event to the run goroutine; it blocks only while the inbox is
 // full, which a publisher stuck on a broker for publishTimeout cannot reach.
@@ -137,29 +158,36 @@ func (p *publisher) brokerDown() {
 	})
 }
 
-// linkChanged: the measurement entities go unavailable the moment the link is
-// not online, so HA never shows the last reading as current.
+// linkChanged: a meter's entities go unavailable the moment the link is not
+// online or the link says that meter stopped answering, so HA never shows
+// its last reading as current.
 func (p *publisher) linkChanged(st link.Status) {
 	p.send(context.Background(), func(s *haState) {
-		s.link = linkPayload(st)
-		if st.State != link.Online {
-			s.meterOnline, s.readingDue = false, false
+		s.linkStatus = st
+		for _, m := range s.meters {
+			if u, _ := st.Unit(m.unit); st.State != link.Online || !u.Answering {
+				m.online, m.readingDue = false, false
+			}
 		}
 	})
 }
 
-// meterIdentified records what the meter said at connect. A different meter
-// (without EM340_DEVICE_ID) becomes a device of its own; the old one is retired.
-func (p *publisher) meterIdentified(id meter.Identity) {
+// meterIdentified records what the meter at unit is and has. A different
+// meter (without a configured device id) becomes a device of its own; the
+// old one is retired.
+func (p *publisher) meterIdentified(unit uint8, id meter.Identity, registers []meter.Register) {
+	registers = slices.Clone(registers)
 	p.send(context.Background(), func(s *haState) {
-		if err := p.setMeter(s, id); err != nil {
-			p.log.Error("cannot announce the meter", "serial", id.Serial, "err", err)
+		if m := s.meter(unit); m != nil {
+			if err := p.setMeter(s, m, id, registers); err != nil {
+				p.log.Error("cannot announce the meter", "unit", unit, "serial", id.Serial, "err", err)
+			}
 		}
 	})
 }
 
-func (p *publisher) setMeter(s *haState, id meter.Identity) error {
-	deviceID := p.cfg.Meters()[0].DeviceID
+func (p *publisher) setMeter(s *haState, m *meterHA, id meter.Identity, registers []meter.Register) error {
+	deviceID := m.deviceID
 	if deviceID == "" {
 		deviceID = id.Serial
 	}
@@ -167,23 +195,35 @@ func (p *publisher) setMeter(s *haState, id meter.Identity) error {
 	if err != nil {
 		return err
 	}
-	if s.meter != nil && s.meter.MeterID() != topics.MeterID() {
+	if m.topics != nil && m.topics.MeterID() != topics.MeterID() {
 		// Offline first (it is retained state), then its config goes.
-		s.retired = append(s.retired, *s.meter)
-		s.cleanup = append(s.cleanup, discovery.Removal(s.meter.MeterConfig()))
+		s.retired = append(s.retired, *m.topics)
+		s.cleanup = append(s.cleanup, discovery.Removal(m.topics.MeterConfig()))
 	}
-	if s.meter == nil || s.meter.MeterID() != topics.MeterID() {
-		s.meterOnline = false // a new device: online after its first fresh reading
+	if m.topics == nil || m.topics.MeterID() != topics.MeterID() {
+		m.online = false // a new device: online after its first fresh reading
 	}
-	s.identity, s.meter = id, &topics
+	m.identity, m.registers, m.topics = id, registers, &topics
 	return nil
 }
 
-// readingTaken queues a reading; it reaches HA only if it is still current
-// when the broker can take it.
-func (p *publisher) readingTaken(r meter.Reading) {
+// meter is the configured meter at unit; nil if there is none.
+func (s *haState) meter(unit uint8) *meterHA {
+	for _, m := range s.meters {
+		if m.unit == unit {
+			return m
+		}
+	}
+	return nil
+}
+
+// readingTaken queues a reading of the meter at unit; it reaches HA only if
+// it is still current when the broker can take it.
+func (p *publisher) readingTaken(unit uint8, r meter.Reading) {
 	p.send(context.Background(), func(s *haState) {
-		s.reading, s.readingDue = r, true
+		if m := s.meter(unit); m != nil {
+			m.reading, m.readingDue = r, true
+		}
 	})
 }
 
@@ -193,7 +233,9 @@ func (p *publisher) haBirth() {
 	time.AfterFunc(p.birthDelay(), func() {
 		p.send(context.Background(), func(s *haState) {
 			clear(s.acked)
-			s.readingDue = s.meterOnline
+			for _, m := range s.meters {
+				m.readingDue = m.online
+			}
 		})
 	})
 }
@@ -217,11 +259,15 @@ func (p *publisher) retainedConfig(topic string, payload []byte) {
 // HA the bridge and the meter are gone. beat runs at every tick.
 func (p *publisher) run(ctx context.Context, tick time.Duration, beat func(mqttUp bool, since time.Time)) {
 	s := &haState{since: time.Now(), acked: map[string]string{}, refused: map[string]string{},
-		link: discovery.Link{State: discovery.LinkReconnecting, Cause: string(link.CauseStarting), Device: p.cfg.SerialDevice}}
-	if p.cfg.Meters()[0].DeviceID != "" {
-		// Named by configuration: announce the meter at once, as the EM340 it
-		// is expected to be, and complete it when the meter first answers.
-		_ = p.setMeter(s, meter.Identity{ModelCode: meter.ModelEM340})
+		linkStatus: link.Status{State: link.Reconnecting, Cause: link.CauseStarting, Device: p.cfg.SerialDevice}}
+	for _, mc := range p.cfg.Meters() {
+		m := &meterHA{unit: mc.Address, deviceID: mc.DeviceID}
+		s.meters = append(s.meters, m)
+		if mc.DeviceID != "" {
+			// Named by configuration: announce the meter at once, as the EM340
+			// it is expected to be, and complete it when the meter first answers.
+			_ = p.setMeter(s, m, meter.Identity{ModelCode: meter.ModelEM340}, meter.Registers())
+		}
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -297,21 +343,26 @@ func (p *publisher) retained(s *haState) []discovery.Message {
 	for _, old := range s.retired {
 		msgs = append(msgs, discovery.MeterAvailability(old, false))
 	}
-	if s.meter != nil {
-		msgs = append(msgs, discovery.MeterAvailability(*s.meter, s.meterOnline))
+	for _, m := range s.meters {
+		if m.topics != nil {
+			msgs = append(msgs, discovery.MeterAvailability(*m.topics, m.online),
+				discovery.MeterStatusMessage(*m.topics, meterStatus(m, s.linkStatus)))
+		}
 	}
 	msgs = append(msgs,
-		discovery.LinkMessage(p.bridge, s.link),
+		discovery.LinkMessage(p.bridge, linkPayload(s.linkStatus, s.meters)),
 		discovery.BridgeAvailability(p.bridge, true),
 		discovery.BridgeDevice(p.bridge, p.origin).Message())
-	if s.meter != nil {
-		msgs = append(msgs, p.meterConfig(s).Message())
+	for _, m := range s.meters {
+		if m.topics != nil {
+			msgs = append(msgs, p.meterConfig(m).Message())
+		}
 	}
 	return msgs
 }
 
-func (p *publisher) meterConfig(s *haState) discovery.DeviceConfig {
-	return discovery.MeterDevice(*s.meter, p.origin, s.identity, meter.Registers(), p.freshness)
+func (p *publisher) meterConfig(m *meterHA) discovery.DeviceConfig {
+	return discovery.MeterDevice(*m.topics, p.origin, m.identity, m.registers, p.freshness)
 }
 
 // sync publishes what the broker does not hold yet, in order; it stops at the
@@ -328,23 +379,37 @@ func (p *publisher) sync(ctx context.Context, s *haState) {
 		}
 		s.cleanup = s.cleanup[1:]
 	}
-	if !s.readingDue || s.meter == nil || s.link.State != discovery.LinkOnline {
+	if s.linkStatus.State != link.Online {
 		return
 	}
-	s.readingDue = false
+	for _, m := range s.meters {
+		if !p.publishReading(ctx, s, m) {
+			return
+		}
+	}
+}
+
+// publishReading publishes a meter's due reading while it is current; false
+// when the connection went meanwhile.
+func (p *publisher) publishReading(ctx context.Context, s *haState, m *meterHA) bool {
+	if !m.readingDue || m.topics == nil {
+		return true
+	}
+	m.readingDue = false
 	// A reading is current for one poll interval, and one taken before this
 	// connection came up is never replayed as if it were current.
-	if time.Since(s.reading.Time) >= p.cfg.PollInterval || s.reading.Time.Before(s.since) {
-		return
+	if time.Since(m.reading.Time) >= p.cfg.PollInterval || m.reading.Time.Before(s.since) {
+		return true
 	}
-	if !p.publish(ctx, s, discovery.StateMessage(*s.meter, s.reading, s.identity)) {
-		return
+	if !p.publish(ctx, s, discovery.StateMessage(*m.topics, m.reading, m.identity)) {
+		return ctx.Err() == nil
 	}
-	s.lastFresh, s.staleLogged = time.Now(), false
-	if !s.meterOnline {
-		s.meterOnline = true // after the state, so HA never shows the old value as current
-		p.syncRetained(ctx, s)
+	m.lastFresh, m.staleLogged = time.Now(), false
+	if !m.online {
+		m.online = true // after the state, so HA never shows the old value as current
+		return p.syncRetained(ctx, s)
 	}
+	return true
 }
 
 // syncRetained publishes the retained messages the broker does not hold yet.
@@ -353,11 +418,41 @@ func (p *publisher) sync(ctx context.Context, s *haState) {
 // one misconfigured topic would silence the bridge.
 func (p *publisher) syncRetained(ctx context.Context, s *haState) bool {
 	for _, m := range p.retained(s) {
-		if s.acked[m.Topic] == string(m.Payload) {
+		previous, published := s.acked[m.Topic]
+		if published && previous == string(m.Payload) {
 			continue
+		}
+		if published && p.isMeterConfig(s, m.Topic) && !p.dropComponents(ctx, s, m, previous) {
+			return false
 		}
 		if !p.publish(ctx, s, m) && ctx.Err() != nil {
 			return false
+		}
+	}
+	return true
+}
+
+// isMeterConfig: topic is the discovery config of a current meter.
+func (p *publisher) isMeterConfig(s *haState, topic string) bool {
+	return slices.ContainsFunc(s.meters, func(m *meterHA) bool { return m.topics != nil && m.topics.MeterConfig() == topic })
+}
+
+// dropComponents removes from HA the entities that a meter's previous config
+// on this connection had and its new one lacks (a mode A meter loses export,
+// a meter announced before it answered loses what it turns out not to have):
+// a device config that merely leaves a component out does not remove it.
+func (p *publisher) dropComponents(ctx context.Context, s *haState, m discovery.Message, previous string) bool {
+	for _, mh := range s.meters {
+		if mh.topics == nil || mh.topics.MeterConfig() != m.Topic {
+			continue
+		}
+		current := p.meterConfig(mh)
+		stale, err := discovery.StaleComponents([]byte(previous), current)
+		if err != nil || len(stale) == 0 {
+			return true
+		}
+		if !p.publish(ctx, s, current.WithRemovedComponents(stale...).Message()) {
+			return ctx.Err() == nil
 		}
 	}
 	return true
@@ -382,18 +477,20 @@ func (p *publisher) publish(ctx context.Context, s *haState, m discovery.Message
 	return true
 }
 
-// checkFreshness takes the meter's entities offline when no reading reached
-// HA for the freshness bound although the link stays up: a line that answers
+// checkFreshness takes a meter's entities offline when no reading reached HA
+// for the freshness bound although the link stays up: a line that answers
 // nothing usable must not leave frozen values on show.
 func (p *publisher) checkFreshness(s *haState, now time.Time) {
-	if !s.meterOnline || now.Sub(s.lastFresh) <= p.freshness {
-		return
-	}
-	s.meterOnline = false
-	if !s.staleLogged {
-		s.staleLogged = true
-		p.log.Warn("no fresh reading; the meter's entities are shown unavailable until one arrives",
-			"for", now.Sub(s.lastFresh).Round(time.Millisecond), "bound", p.freshness)
+	for _, m := range s.meters {
+		if !m.online || now.Sub(m.lastFresh) <= p.freshness {
+			continue
+		}
+		m.online = false
+		if !m.staleLogged {
+			m.staleLogged = true
+			p.log.Warn("no fresh reading; the meter's entities are shown unavailable until one arrives",
+				"unit", m.unit, "for", now.Sub(m.lastFresh).Round(time.Millisecond), "bound", p.freshness)
+		}
 	}
 }
 
@@ -406,10 +503,16 @@ func (p *publisher) planCleanup(s *haState) {
 	if s.settleAt.IsZero() || time.Now().Before(s.settleAt) {
 		return
 	}
-	key := "none"
-	if s.meter != nil {
-		key = s.meter.MeterConfig()
+	var current []string // config topics of the meters known now
+	for _, m := range s.meters {
+		if m.topics != nil {
+			current = append(current, m.topics.MeterConfig())
+		}
 	}
+	// Another meter's config is removed only once every configured meter is
+	// known: until then it may be one of them, under its serial number.
+	allKnown := len(current) == len(s.meters)
+	key := "meters:" + strings.Join(current, " ") // never "", what a new connection starts from
 	if s.cleaned == key {
 		return
 	}
@@ -418,9 +521,10 @@ func (p *publisher) planCleanup(s *haState) {
 	configs := parseConfigs(s.seenConfigs)
 	bridgeID := p.bridge.BridgeID()
 	for _, c := range configs {
+		mine := slices.IndexFunc(s.meters, func(m *meterHA) bool { return m.topics != nil && m.topics.MeterConfig() == c.topic })
 		switch {
-		case s.meter != nil && c.topic == s.meter.MeterConfig():
-			current := p.meterConfig(s)
+		case mine >= 0:
+			current := p.meterConfig(s.meters[mine])
 			if stale, err := discovery.StaleComponents(c.raw, current); err == nil && len(stale) > 0 {
 				plan.add(current.WithRemovedComponents(stale...).Message(), current.Message())
 			}
@@ -429,12 +533,12 @@ func (p *publisher) planCleanup(s *haState) {
 			}
 			delete(s.seenConfigs, c.topic) // dealt with
 		case c.via == bridgeID:
-			// A meter announced via this bridge that is not the current one:
-			// offline at once; removed once the current meter is known.
+			// A meter announced via this bridge that is none of the current
+			// ones: offline at once; removed once every current one is known.
 			for _, a := range c.meterAvailability(p.bridge) {
 				plan.add(discovery.Message{Topic: a, Payload: []byte(discovery.PayloadOffline), Retain: true, QoS: 1})
 			}
-			if s.meter != nil {
+			if allKnown {
 				plan.add(discovery.Removal(c.topic))
 				for _, a := range c.meterAvailability(p.bridge) {
 					plan.add(discovery.Removal(a))
@@ -526,8 +630,10 @@ func (p *publisher) shutdown(s *haState) {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownPublish)
 	defer cancel()
 	var msgs []discovery.Message
-	if s.meter != nil {
-		msgs = append(msgs, discovery.MeterAvailability(*s.meter, false))
+	for _, m := range s.meters {
+		if m.topics != nil {
+			msgs = append(msgs, discovery.MeterAvailability(*m.topics, false))
+		}
 	}
 	msgs = append(msgs, discovery.BridgeAvailability(p.bridge, false))
 	for _, m := range msgs {
@@ -539,8 +645,9 @@ func (p *publisher) shutdown(s *haState) {
 }
 
 // linkPayload is the link's status in Home Assistant's words. The details that
-// help a user act (which meter answered, which group is missing) go with the cause.
-func linkPayload(st link.Status) discovery.Link {
+// help a user act (which meter answered, which group is missing) go with the
+// cause; with several meters, it says which of them do not answer.
+func linkPayload(st link.Status, meters []*meterHA) discovery.Link {
 	cause := string(st.Cause)
 	switch st.Cause {
 	case link.CausePermissionDenied:
@@ -550,6 +657,49 @@ func linkPayload(st link.Status) discovery.Link {
 	case link.CauseWrongMeter:
 		cause += ": " + st.Detail
 	}
+	if st.State == link.Online && len(st.Units) > 1 {
+		cause = unitsCause(st.Units, meters)
+	}
 	return discovery.Link{State: discovery.LinkState(st.State), Cause: cause, Since: st.Since,
 		Reconnects: st.Reconnects, LastOutage: st.LastOutage, Device: st.Device}
+}
+
+// unitsCause says which meters of an online line are not well: "meter at
+// address 2 not answering; meter at address 5 wrong meter: …".
+func unitsCause(units []link.UnitStatus, meters []*meterHA) string {
+	var parts []string
+	for _, u := range units {
+		if u.Cause == link.CauseNone {
+			continue
+		}
+		name := "meter at address " + strconv.Itoa(int(u.Unit))
+		for _, m := range meters {
+			if m.unit == u.Unit && m.topics != nil {
+				name += " (" + m.topics.DeviceID() + ")"
+			}
+		}
+		what := string(u.Cause)
+		if u.Cause == link.CauseWrongMeter {
+			what += ": " + u.Detail
+		}
+		parts = append(parts, name+" "+what)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// meterStatus is what a meter's status entity says: why its readings are or
+// are not shown.
+func meterStatus(m *meterHA, st link.Status) string {
+	u, _ := st.Unit(m.unit)
+	switch {
+	case st.State != link.Online:
+		return "link " + string(st.State) + ": " + string(st.Cause)
+	case !u.Answering:
+		return string(link.CauseMeterSilent)
+	case u.Cause == link.CauseWrongMeter:
+		return string(u.Cause) + ": " + u.Detail
+	case m.online:
+		return "online"
+	}
+	return "waiting for a fresh reading"
 }

@@ -116,7 +116,11 @@ func (r *rig) start(hook func(context.Context), onReading func(meter.Reading)) {
 	if os.Getenv("EM340_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	opts := Options{Config: r.cfg, Version: "test", Logger: log, beforePoll: hook, OnReading: onReading,
+	var onUnitReading func(uint8, meter.Reading)
+	if onReading != nil {
+		onUnitReading = func(_ uint8, rd meter.Reading) { onReading(rd) }
+	}
+	opts := Options{Config: r.cfg, Version: "test", Logger: log, beforePoll: hook, OnReading: onUnitReading,
 		BirthDelay: func() time.Duration { return 50 * time.Millisecond }}
 	go func() { r.done <- Run(ctx, opts) }()
 	r.t.Cleanup(func() { _ = r.stop() })

@@ -60,6 +60,11 @@ type Component struct {
 	Options       []string `json:"options"`
 	ValueTemplate string   `json:"value_template"`
 	ExpireAfter   int      `json:"expire_after"`
+	// A component may read a topic of its own and be available on its own
+	// terms; empty, it shares the device's (HA's shared options).
+	StateTopic       string         `json:"state_topic"`
+	Availability     []Availability `json:"availability"`
+	AvailabilityMode string         `json:"availability_mode"`
 }
 
 // numeric: HA expects a number for a sensor with a unit, a state class, a
@@ -123,7 +128,7 @@ func (h *HA) Apply(m Message) error {
 		errs = append(errs, h.applyConfig(m))
 	}
 	for _, e := range h.entities {
-		if e.device.Config.StateTopic == m.Topic {
+		if e.stateTopic() == m.Topic {
 			errs = append(errs, h.applyState(e, m))
 		}
 	}
@@ -168,7 +173,7 @@ func (h *HA) applyConfig(m Message) error {
 			continue
 		}
 		for _, tpl := range []string{c.ValueTemplate} {
-			if _, err := render(tpl, map[string]any{}, ""); err != nil && !errors.Is(err, errMissingField) {
+			if _, err := render(tpl, map[string]any{}, ""); tpl != plainValue && err != nil && !errors.Is(err, errMissingField) {
 				errs = append(errs, fmt.Errorf("%s/%s: %w", m.Topic, key, err))
 			}
 		}
@@ -189,13 +194,16 @@ func (h *HA) applyConfig(m Message) error {
 
 func (h *HA) applyState(e *entity, m Message) error {
 	e.lastMsgAt = m.At
-	var obj map[string]any
-	if err := json.Unmarshal(m.Payload, &obj); err != nil {
-		return fmt.Errorf("%s: state is not a JSON object: %w", m.Topic, err)
-	}
-	out, err := render(e.ValueTemplate, obj, e.value)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", m.Topic, e.UniqueID, err)
+	out := string(m.Payload)
+	if e.ValueTemplate != plainValue {
+		var obj map[string]any
+		if err := json.Unmarshal(m.Payload, &obj); err != nil {
+			return fmt.Errorf("%s: state is not a JSON object: %w", m.Topic, err)
+		}
+		var err error
+		if out, err = render(e.ValueTemplate, obj, e.value); err != nil {
+			return fmt.Errorf("%s: %s: %w", m.Topic, e.UniqueID, err)
+		}
 	}
 	switch {
 	case out == "None":
@@ -232,10 +240,30 @@ func (e *entity) record(at time.Time, state string) {
 	e.history = append(e.history, Sample{At: at, State: state})
 }
 
+// stateTopic is where e reads its state: its own topic, or its device's.
+func (e *entity) stateTopic() string {
+	if e.StateTopic != "" {
+		return e.StateTopic
+	}
+	return e.device.Config.StateTopic
+}
+
+// availability is e's availability list and mode: its own, or its device's.
+func (e *entity) availability() ([]Availability, string) {
+	list, mode := e.device.Config.Availability, e.device.Config.AvailabilityMode
+	if e.Availability != nil {
+		list = e.Availability
+	}
+	if e.AvailabilityMode != "" {
+		mode = e.AvailabilityMode
+	}
+	return list, mode
+}
+
 // stateOf is what HA shows for e at time at.
 func (h *HA) stateOf(e *entity, at time.Time) string {
 	switch {
-	case !h.available(e.device.Config):
+	case !h.available(e.availability()):
 		return Unavailable
 	case e.ExpireAfter > 0 && (e.lastMsgAt.IsZero() || at.Sub(e.lastMsgAt) > time.Duration(e.ExpireAfter)*time.Second):
 		return Unavailable // HA starts an expiring sensor as expired
@@ -247,8 +275,8 @@ func (h *HA) stateOf(e *entity, at time.Time) string {
 
 // available follows HA's availability modes; a topic not heard from is not
 // available, and a payload that is neither of the two is ignored.
-func (h *HA) available(cfg Config) bool {
-	if len(cfg.Availability) == 0 {
+func (h *HA) available(list []Availability, mode string) bool {
+	if len(list) == 0 {
 		return true
 	}
 	ok := func(a Availability) bool {
@@ -259,13 +287,13 @@ func (h *HA) available(cfg Config) bool {
 		v, err := availabilityPayload(a, p)
 		return err == nil && v == a.PayloadAvailable
 	}
-	switch cfg.AvailabilityMode {
+	switch mode {
 	case "all":
-		return !slices.ContainsFunc(cfg.Availability, func(a Availability) bool { return !ok(a) })
+		return !slices.ContainsFunc(list, func(a Availability) bool { return !ok(a) })
 	case "any":
-		return slices.ContainsFunc(cfg.Availability, ok)
+		return slices.ContainsFunc(list, ok)
 	}
-	return ok(cfg.Availability[len(cfg.Availability)-1]) // "latest", approximated by the last entry
+	return ok(list[len(list)-1]) // "latest", approximated by the last entry
 }
 
 // State is what HA shows for the entity with this unique_id at time at: a
@@ -320,6 +348,9 @@ var (
 	errMissingField = errors.New("template reads a field the payload lacks")
 	errNotJSON      = errors.New("payload is not JSON")
 )
+
+// plainValue takes a plain-text payload as the state.
+const plainValue = "{{ value }}"
 
 // The templates the bridge uses. Anything else is an error: extend the model
 // together with the bridge.

@@ -46,10 +46,10 @@ func OpenLine(ctx context.Context, sim emsim.Options, baud int) (_ *Line, err er
 	online := make(chan struct{}, 1)
 	l.Link = link.New(link.Config{
 		Device:  device,
-		Serial:  link.Serial{Baud: baud, Parity: "none", StopBits: 1, Address: 1, Timeout: time.Second},
+		Serial:  link.Serial{Baud: baud, Parity: "none", StopBits: 1, Timeout: time.Second},
 		Backoff: link.ReconnectBackoff{Min: 100 * time.Millisecond, Max: time.Second, Factor: 1.5},
 		MinGap:  MeterGap,
-		Prove: func(ctx context.Context, r meter.Reader) error {
+		Prove: func(ctx context.Context, _ uint8, r meter.Reader) error {
 			_, err := l.Meter.Connect(ctx, r)
 			return err
 		},
@@ -69,7 +69,7 @@ func OpenLine(ctx context.Context, sim emsim.Options, baud int) (_ *Line, err er
 	case <-online:
 		// The meter confirms its energy totals with a second agreeing read:
 		// take the first here, so every measured snapshot is a whole one.
-		err := l.Link.Do(ctx, func(r meter.Reader) error { _, err := l.Meter.Read(ctx, r); return err })
+		err := l.Link.Do(ctx, 1, func(r meter.Reader) error { _, err := l.Meter.Read(ctx, r); return err })
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("first snapshot: %w", err), l.Close())
 		}

@@ -47,7 +47,7 @@ func TestSnapshotRequestCounts(t *testing.T) {
 		}
 		for i, s := range strategies {
 			line.Sim.ResetRequests()
-			if err := line.Link.Do(context.Background(), func(r meter.Reader) error { return s.Read(context.Background(), r) }); err != nil {
+			if err := line.Link.Do(context.Background(), 1, func(r meter.Reader) error { return s.Read(context.Background(), r) }); err != nil {
 				t.Fatalf("%s: %v", s.Name, err)
 			}
 			if n := len(line.Sim.Requests()); n != want[i] {

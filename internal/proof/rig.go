@@ -106,7 +106,7 @@ func StartRig(ctx context.Context, o RigOptions) (_ *Rig, err error) {
 	r.cancel, r.done = cancel, make(chan error, 1)
 	opts := bridge.Options{Config: r.Config, Version: "proof", Logger: log,
 		BirthDelay:   func() time.Duration { return 50 * time.Millisecond },
-		OnReading:    r.onReading,
+		OnReading:    func(_ uint8, rd meter.Reading) { r.onReading(rd) },
 		OnLinkChange: r.onLink,
 	}
 	go func() { r.done <- bridge.Run(runCtx, opts) }()

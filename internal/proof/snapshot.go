@@ -61,7 +61,7 @@ func MeasureSnapshots(ctx context.Context, o SnapshotOptions) ([]SnapshotRow, er
 			}
 			line.Sim.ResetRequests()
 			start := time.Now()
-			err := line.Link.Do(ctx, func(r meter.Reader) error { return s.Read(ctx, r) })
+			err := line.Link.Do(ctx, 1, func(r meter.Reader) error { return s.Read(ctx, r) })
 			d := time.Since(start)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", s.Name, err)
