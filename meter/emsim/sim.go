@@ -21,11 +21,10 @@ package emsim
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math"
-	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/meter"
@@ -74,24 +73,15 @@ type Sim struct {
 	mem      *memoryMap // immutable after New
 	mswFirst bool
 
+	own *Bus                // the bus of one that the plug methods act on
+	on  atomic.Pointer[Bus] // the bus the meter is on: own, or the one NewBus made
+
 	mu       sync.Mutex // guards what follows
 	model    *model
 	words    map[uint16]uint16 // settings and identity registers
 	baud     int
 	faults   faults
 	requests []Request
-	device   string // /dev/pts/N while plugged in, for Device
-	node     string // Root/ttyUSB<n> while it exists (tree mode), for NodePath
-	byID     string // the by-id link in tree mode, for ByIDPath
-	byPath   string // the by-path link in tree mode, for ByPathPath
-
-	plugMu  sync.Mutex // guards what follows; serialises plugging (held through udev's pauses)
-	path    string     // the stable path given to Start, or the by-id link in tree mode
-	devPath string     // the device name: path, or the name given to ReplugAs
-	tree    *tree      // nil unless started with StartTree
-	conn    *conn      // nil while unplugged
-	started bool
-	closed  bool
 }
 
 // New returns a simulator with the values of a meter at rest; Start plugs it in.
@@ -128,6 +118,8 @@ func New(opts Options) *Sim {
 		words:    initialWords(opts), baud: opts.Baud,
 		faults: faults{sentinel: map[string]bool{}},
 	}
+	s.own = newBus([]*Sim{s})
+	s.on.Store(s.own)
 	s.model = newModel(s.mem.regs, opts.Static, opts.TimeScale, opts.Seed, s.conditions(), time.Now())
 	for _, r := range s.mem.regs {
 		if _, ok := s.model.out[r.Key]; !ok {
@@ -137,219 +129,57 @@ func New(opts Options) *Sim {
 	return s
 }
 
+// The plug methods of a lone Sim act on its bus of one. Once the meter is on
+// a bus made by NewBus, they fail (Close does nothing): plug the bus.
+
 // Start creates the pty and a symlink to its slave side at path (which must
-// not exist), and serves requests until Unplug or Close.
-func (s *Sim) Start(path string) error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	switch {
-	case s.closed:
-		return errors.New("emsim: start: simulator closed")
-	case s.started:
-		return errors.New("emsim: start: already started")
-	}
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("emsim: start at %s: %w", path, fs.ErrExist)
-	}
-	s.path, s.devPath = path, path
-	if err := s.plug(); err != nil {
-		return fmt.Errorf("emsim: start: %w", err)
-	}
-	s.started = true
-	return nil
-}
+// not exist), and serves requests until Unplug or Close. See Bus.Start.
+func (s *Sim) Start(path string) error { return s.own.Start(path) }
 
-// Close unplugs the meter for good: the pty is closed, the serving goroutine
-// has returned and the paths are removed when Close returns.
-func (s *Sim) Close() error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if err := s.unplugAny(Pace{Remove: -1, Chmod: -1, Links: -1}); err != nil {
-		return fmt.Errorf("emsim: close: %w", err)
-	}
-	return nil
-}
+// StartTree plugs the adapter in, udev-style, under t.Root. See Bus.StartTree.
+func (s *Sim) StartTree(t DevTree) error { return s.own.StartTree(t) }
 
-// Unplug is a USB adapter pulled out: the master is closed (a tty hang-up:
-// the client's fd gets EIO from then on and never recovers) and the path
-// vanishes. In tree mode the paths vanish in udev's order and pace (see
-// StartTree) and Unplug returns after the last removal. Unplugging an
-// unplugged meter does nothing.
-func (s *Sim) Unplug() error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if err := s.unplugAny(s.pace()); err != nil {
-		return fmt.Errorf("emsim: unplug: %w", err)
-	}
-	return nil
-}
+// Close unplugs the meter for good. See Bus.Close.
+func (s *Sim) Close() error { return s.own.Close() }
 
-// Replug plugs the adapter back in under the same name: a new pty (its
-// /dev/pts number may differ) and the path again. A plugged meter is
-// unplugged first. Values and energy carry on as on the real meter. In tree
-// mode the kernel's name is the lowest free ttyUSB<n> (ttyUSB1 while a
-// process still holds the old ttyUSB0), udev's steps follow in their order
-// and pace, and Replug returns after the by-id link is renamed into place.
-func (s *Sim) Replug() error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if err := s.replug(s.devPath); err != nil {
-		return fmt.Errorf("emsim: replug: %w", err)
+// Unplug is a USB adapter pulled out. See Bus.Unplug.
+func (s *Sim) Unplug() error { return s.own.Unplug() }
+
+// Replug plugs the adapter back in under the same name. See Bus.Replug.
+func (s *Sim) Replug() error { return s.own.Replug() }
+
+// ReplugAfter is a whole outage in one call. See Bus.ReplugAfter.
+func (s *Sim) ReplugAfter(off time.Duration) error { return s.own.ReplugAfter(off) }
+
+// ReplugAs plugs the adapter back in under another device name. See Bus.ReplugAs.
+func (s *Sim) ReplugAs(newPath string) error { return s.own.ReplugAs(newPath) }
+
+// Path is where the meter's bus appears when plugged in. See Bus.Path.
+func (s *Sim) Path() string { return s.on.Load().Path() }
+
+// Device is the /dev/pts/N behind the path; "" while unplugged. See Bus.Device.
+func (s *Sim) Device() string { return s.on.Load().Device() }
+
+// NodePath is Root/ttyUSB<n> currently in use. See Bus.NodePath.
+func (s *Sim) NodePath() string { return s.on.Load().NodePath() }
+
+// ByIDPath is Root/serial/by-id/<ByID>. See Bus.ByIDPath.
+func (s *Sim) ByIDPath() string { return s.on.Load().ByIDPath() }
+
+// ByPathPath is Root/serial/by-path/<ByPath>. See Bus.ByPathPath.
+func (s *Sim) ByPathPath() string { return s.on.Load().ByPathPath() }
+
+// join moves the meter from its bus of one onto b.
+func (s *Sim) join(b *Bus) error {
+	s.own.plugMu.Lock()
+	defer s.own.plugMu.Unlock()
+	if s.own.started {
+		return errors.New("plugged in on its own")
+	}
+	if !s.on.CompareAndSwap(s.own, b) {
+		return errors.New("already on a bus")
 	}
 	return nil
-}
-
-// ReplugAfter is a whole outage in one call: Unplug, off of nothing, then
-// Replug, with no other plugging in between. For rapid cycles (off may be 0);
-// in tree mode an off shorter than the client takes to close its old fd
-// brings the adapter back as ttyUSB1.
-func (s *Sim) ReplugAfter(off time.Duration) error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if !s.closed && s.started {
-		if err := s.unplugAny(s.pace()); err != nil {
-			return fmt.Errorf("emsim: replug after %v: %w", off, err)
-		}
-		if off > 0 {
-			time.Sleep(off)
-		}
-	}
-	if err := s.replug(s.devPath); err != nil {
-		return fmt.Errorf("emsim: replug after %v: %w", off, err)
-	}
-	return nil
-}
-
-// ReplugAs plugs the adapter back in under another device name, as the
-// kernel does when ttyUSB0 is still held (ttyUSB1). The path given to Start
-// becomes a stable symlink to it, like /dev/serial/by-id/usb-FTDI…→../../ttyUSB1.
-// Later unplugs remove both; Replug comes back under newPath.
-//
-// In tree mode the kernel picks the name: ReplugAs fails there.
-func (s *Sim) ReplugAs(newPath string) error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if s.tree != nil {
-		return fmt.Errorf("emsim: replug as %s: the kernel names the node in tree mode", newPath)
-	}
-	if err := s.replug(newPath); err != nil {
-		return fmt.Errorf("emsim: replug as %s: %w", newPath, err)
-	}
-	return nil
-}
-
-// Path is where the meter appears when plugged in: the path given to Start,
-// or ByIDPath in tree mode.
-func (s *Sim) Path() string {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	return s.path
-}
-
-// Device is the /dev/pts/N behind the path; "" while unplugged.
-// It does not wait for a plug or unplug under way.
-func (s *Sim) Device() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.device
-}
-
-func (s *Sim) replug(devPath string) error {
-	switch {
-	case s.closed:
-		return errors.New("simulator closed")
-	case !s.started:
-		return errors.New("not started")
-	}
-	if s.tree != nil {
-		if err := s.unplugTree(s.pace()); err != nil {
-			return err
-		}
-		return s.plugTree(s.pace())
-	}
-	if err := s.unplug(); err != nil {
-		return err
-	}
-	s.devPath = devPath
-	return s.plug()
-}
-
-// unplugAny unplugs in either mode; plugMu is held.
-func (s *Sim) unplugAny(pace Pace) error {
-	if s.tree != nil {
-		return s.unplugTree(pace)
-	}
-	return s.unplug()
-}
-
-// pace is udev's pace in tree mode; plugMu is held.
-func (s *Sim) pace() Pace {
-	if s.tree == nil {
-		return Pace{}
-	}
-	return s.tree.Pace
-}
-
-// connect starts serving on a new pty and publishes it; plugMu is held.
-func (s *Sim) connect(p *pty, node string) {
-	c := &conn{pty: p, done: make(chan struct{}), exited: make(chan struct{})}
-	s.conn = c
-	s.mu.Lock()
-	s.device, s.node = p.name, node
-	s.mu.Unlock()
-	go s.serve(c)
-}
-
-// hangUp closes the pty (the hang-up), waits for the serving goroutine and
-// closes the simulator's own slave fd; plugMu is held.
-func (s *Sim) hangUp(c *conn) error {
-	s.conn = nil
-	s.mu.Lock()
-	s.device = ""
-	s.mu.Unlock()
-	close(c.done)
-	err := c.pty.master.Close() // the hang-up; wakes the serving goroutine
-	<-c.exited
-	return errors.Join(err, c.pty.slave.Close())
-}
-
-// plug opens a pty, links the device name (and the stable path) to it and
-// starts serving. plugMu is held.
-func (s *Sim) plug() error {
-	p, err := openPTY()
-	if err != nil {
-		return err
-	}
-	if err := placeLink(p.name, s.devPath); err != nil {
-		return errors.Join(fmt.Errorf("link %s: %w", s.devPath, err), p.close())
-	}
-	if s.devPath != s.path {
-		if err := placeLink(linkTarget(s.path, s.devPath), s.path); err != nil {
-			return errors.Join(fmt.Errorf("link %s: %w", s.path, err), removeLink(s.devPath), p.close())
-		}
-	}
-	s.connect(p, "")
-	s.log.Info("meter plugged in", "path", s.path, "device", s.devPath, "pty", p.name)
-	return nil
-}
-
-// unplug hangs up the pty, waits for the serving goroutine and removes the
-// links. plugMu is held.
-func (s *Sim) unplug() error {
-	c := s.conn
-	if c == nil {
-		return nil
-	}
-	err := errors.Join(s.hangUp(c), removeLink(s.devPath))
-	if s.devPath != s.path {
-		err = errors.Join(err, removeLink(s.path))
-	}
-	s.log.Info("meter unplugged", "path", s.path, "device", s.devPath, "pty", c.pty.name)
-	return err
 }
 
 // Set serves value for key (a meter.Register Key, in the register's unit) and
