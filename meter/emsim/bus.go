@@ -220,14 +220,14 @@ func (b *Bus) Device() string {
 }
 
 func (b *Bus) replug(devPath string) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
 	switch {
 	case b.closed:
 		return errors.New("simulator closed")
 	case !b.started:
 		return errors.New("not started")
-	}
-	if err := b.usable(); err != nil {
-		return err
 	}
 	if b.tree != nil {
 		if err := b.unplugTree(b.pace()); err != nil {
