@@ -1,7 +1,11 @@
-// Package emsim simulates a Carlo Gavazzi EM340 energy meter: a Modbus RTU slave on a
-// pseudo-terminal, served from meter.Registers(), that can be unplugged and made to misbehave.
+// Package emsim simulates Carlo Gavazzi EM300/ET300-family energy meters (EM340 first):
+// Modbus RTU slaves served from meter.Registers(), on a pty or behind a TCP gateway, that
+// can be unplugged and made to misbehave.
 //
-// It plugs in one of two ways:
+// A Sim is one meter, of the model its Options say. NewBus puts several on one RS485
+// line, each at its own address; a lone Sim is a bus of one. ListenTCP serves a bus
+// through a gateway, in RTU-over-TCP or Modbus TCP (MBAP) framing. A bus on a pty
+// plugs in one of two ways:
 //
 //   - Tree mode (StartTree): the adapter under a directory laid out as udev lays out
 //     /dev: Root/ttyUSB<n>, Root/serial/by-id/… and Root/serial/by-path/…, created and
@@ -14,8 +18,10 @@
 //   - A single path (Start): one symlink that appears and vanishes at once; enough for
 //     tests of the protocol, the values and the faults.
 //
-// Faults (Mute, CorruptCRC, LateNext, PowerCycle, LowEnergy, …) spoil replies while it
-// serves; Requests logs each request with what was done to it.
+// Faults (Mute, CorruptCRC, LateNext, PowerCycle, LowEnergy, …) spoil one meter's replies
+// while it serves; the gateway has faults of its own (Silent, CloseMidReplyNext,
+// ResetConnections, Stop, …). Each meter's Requests logs every request it heard with what
+// was done to it.
 package emsim
 
 import (
@@ -34,20 +40,39 @@ import (
 // built before October 2018 (no 3-decimal totals, no production year) in
 // measurement mode A, answering at once.
 type Options struct {
-	Address          byte    // RS485 slave address (2000h); 0 means 1
-	ModelCode        uint16  // 000Bh; 0 means 341. 340 serves 32-bit values most significant word first
-	Serial           string  // 5000h–5006h; "" means "235411W"
-	FirmwareVersion  uint16  // 0302h: 0 = "A", 1 = "B", ...
-	FirmwareRevision uint16  // 0303h
-	ProductionYear   uint16  // 5010h; 0 = register absent (exception 02), as on an older meter
-	FineEnergy       bool    // table 2.5 present; false: 0400h–040Fh answer exception 02
-	MeasurementMode  uint16  // 1103h: meter.MeasurementModeA (0) or meter.MeasurementModeB (1)
-	MeasuringSystem  uint16  // 1002h: 0 = 3-phase + N, 1 = 3-phase, 2 = 2-phase + N
-	WrongConnection  uint16  // 1105h bit field; 0 = wiring correct
-	MaxWords         uint16  // largest read (2004h); larger reads get exception 03. 0 means 50
-	Static           bool    // values never move and energy does not grow: for exact-value tests
-	TimeScale        float64 // simulated seconds per real second (energy grows faster); 0 means 1
-	Seed             uint64  // for noise and garbage replies; 0 means 1
+	Address byte // RS485 slave address (2000h); 0 means 1
+	// ModelCode (000Bh) is the model of the family: 341 EM340 (0 means 341),
+	// 340 its engineering sample (32-bit values most significant word first),
+	// 346 EM341, 345 ET340, 331 and 332 EM330, 355 EM331, 335 and 336 ET330.
+	// Any other code is served as given.
+	ModelCode        uint16
+	Serial           string // 5000h–5006h; "" means "235411W"
+	FirmwareVersion  uint16 // 0302h: 0 = "A", 1 = "B", ...
+	FirmwareRevision uint16 // 0303h
+	ProductionYear   uint16 // 5010h; 0 = register absent (exception 02), as on an older meter
+	FineEnergy       bool   // table 2.5 present; false: 0400h–040Fh answer exception 02
+	MeasurementMode  uint16 // 1103h: meter.MeasurementModeA (0) or meter.MeasurementModeB (1)
+	// MeasuringSystem (1002h): 0 = 3-phase + N, 1 = 3-phase, 2 = 2-phase + N,
+	// 3 = 1-phase (EM330 only: a write of 3 to another model gets exception
+	// 03, but Options serve it as given). What a system does not measure reads
+	// 0, whatever Set holds: in 2-phase + N the L3 values and the line-to-line
+	// voltages with L3; in 1-phase the L2 and L3 values and every line-to-line
+	// voltage; the phase sequence outside 3-phase. (Our assumption: the
+	// protocol document does not say.)
+	MeasuringSystem uint16
+	CTRatio         float64 // 1003h, served as UINT32 ratio×10; 0 means 1
+	VTRatio         float64 // 1005h, served as UINT32 ratio×10; 0 means 1
+	WrongConnection uint16  // 1105h bit field; 0 = wiring correct
+	MaxWords        uint16  // largest read (2004h); larger reads get exception 03. 0 means 50
+	// Absent are addresses the meter does not have, as a model of the family
+	// may lack a value: a read that includes one, and a write to one, get
+	// exception 02. An address inside a value of meter.Registers() (or its
+	// 3-decimal pair) takes out the whole value; one inside a 32-bit setting,
+	// both its words.
+	Absent    []uint16
+	Static    bool    // values never move and energy does not grow: for exact-value tests
+	TimeScale float64 // simulated seconds per real second (energy grows faster); 0 means 1
+	Seed      uint64  // for noise and garbage replies; 0 means 1
 
 	// WireTiming answers only after the request and the reply would have taken
 	// on the line at Baud (10 bits a byte) plus Latency, measured from the
@@ -57,7 +82,8 @@ type Options struct {
 	Latency    time.Duration // the meter's think time, with WireTiming
 
 	// IgnoreWithin drops a query arriving sooner than this after the previous
-	// reply, as a real meter may within its 40 ms; 0 answers every query.
+	// reply on the line (from any meter on the bus), as a real meter may
+	// within its 40 ms; 0 answers every query.
 	IgnoreWithin time.Duration
 
 	Logger *slog.Logger // nil discards
@@ -66,11 +92,12 @@ type Options struct {
 // ErrUnknownKey is returned for a key that is not in meter.Registers().
 var ErrUnknownKey = errors.New("no register with this key")
 
-// Sim is a simulated EM340. Its methods are safe for concurrent use.
+// Sim is a simulated meter of the family. Its methods are safe for concurrent use.
 type Sim struct {
 	opts     Options
 	log      *slog.Logger
-	mem      *memoryMap // immutable after New
+	mem      *memoryMap      // immutable after New
+	absent   map[uint16]bool // Options.Absent, expanded; immutable after New
 	mswFirst bool
 
 	own *Bus                // the bus of one that the plug methods act on
@@ -118,6 +145,7 @@ func New(opts Options) *Sim {
 		words:    initialWords(opts), baud: opts.Baud,
 		faults: faults{sentinel: map[string]bool{}},
 	}
+	s.absent = absentSet(opts.Absent, s.mem)
 	s.own = newBus([]*Sim{s})
 	s.on.Store(s.own)
 	s.model = newModel(s.mem.regs, opts.Static, opts.TimeScale, opts.Seed, s.conditions(), time.Now())
@@ -184,7 +212,8 @@ func (s *Sim) join(b *Bus) error {
 
 // Set serves value for key (a meter.Register Key, in the register's unit) and
 // holds it there until Release. A held energy total stops counting; released,
-// it counts on from the held value. Set wins over the measurement mode.
+// it counts on from the held value. Set wins over the measurement mode;
+// the measuring system wins over Set (see Options.MeasuringSystem).
 func (s *Sim) Set(key string, value float64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
