@@ -104,18 +104,6 @@ func snapshot(t *testing.T) []snapshotRow {
 	return out
 }
 
-// registerAt is the value of meter's table at addr.
-func registerAt(t *testing.T, addr uint16) meter.Register {
-	t.Helper()
-	for _, r := range meter.Registers() {
-		if r.Addr == addr {
-			return r
-		}
-	}
-	t.Fatalf("no register at %04Xh in meter's table", addr)
-	return meter.Register{}
-}
-
 // inOrder swaps the words of a 32-bit value for a model that serves the most
 // significant word first.
 func inOrder(words []uint16, msw bool) []uint16 {

@@ -81,6 +81,7 @@ func FuzzRespond(f *testing.F) {
 	f.Add([]byte{0, 6, 0x20, 0x00, 0, 2})
 	f.Add([]byte{1, 8, 0, 0, 0x12, 0x34})
 	f.Add([]byte{1, 3, 0, 0x0B, 0, 1})
+	f.Add([]byte{1, 6, 0x10, 0x02, 0, 3}) // 1-phase: EM330 only
 	f.Add([]byte{1, 0x2B})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if len(body) < 2 || len(body) > maxFrameLen-2 {
