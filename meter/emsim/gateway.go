@@ -47,8 +47,9 @@ const DefaultTargetTimeout = 300 * time.Millisecond
 const exGatewayTarget byte = 0x0B
 
 // Gateway is an RS485-to-Ethernet gateway in front of a bus: a TCP listener
-// on which every connection's requests go onto the bus's one line, one at a
-// time. Its faults (Silent, CloseMidReplyNext, DropConnections,
+// whose connections' requests all go onto the bus's one line, in the order
+// they come (in ModbusTCP framing each waits for the previous one's answer or
+// target timeout). Its faults (Silent, CloseMidReplyNext, DropConnections,
 // ResetConnections, Stop and Restart) are the gateway's; the meters keep
 // theirs and log what they hear. Its methods are safe for concurrent use.
 type Gateway struct {
