@@ -1,6 +1,8 @@
 package emsim
 
 import (
+	"bytes"
+	"errors"
 	"testing"
 	"time"
 )
@@ -79,6 +81,7 @@ func FuzzRespond(f *testing.F) {
 	f.Add([]byte{0, 6, 0x20, 0x00, 0, 2})
 	f.Add([]byte{1, 8, 0, 0, 0x12, 0x34})
 	f.Add([]byte{1, 3, 0, 0x0B, 0, 1})
+	f.Add([]byte{1, 6, 0x10, 0x02, 0, 3}) // 1-phase: EM330 only
 	f.Add([]byte{1, 0x2B})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if len(body) < 2 || len(body) > maxFrameLen-2 {
@@ -108,6 +111,63 @@ func FuzzRespond(f *testing.F) {
 			}
 		case len(reply) != 8:
 			t.Fatalf("request % X: echo % X", frame, reply)
+		}
+	})
+}
+
+// Any byte stream, cut anywhere, yields only ADUs whose header says their
+// length, each written back byte for byte by appendMBAP; every byte is an
+// ADU, skipped (another protocol), or left for more; a length no ADU can
+// have stops the stream, as the gateway drops such a connection.
+func FuzzMBAP(f *testing.F) {
+	f.Add([]byte{0xBE, 0xEF, 0, 0, 0, 6, 1, 3, 0, 0, 0, 50}, []byte{3})
+	f.Add([]byte{0, 1, 0, 0, 0, 6, 1, 6, 0x11, 0x03, 0, 1, 0, 2, 0, 1, 0, 2, 1, 3}, []byte{0, 9})
+	f.Add([]byte{0, 1, 0, 7, 0, 2, 1, 3, 0, 2, 0, 0, 0, 2, 1, 4}, []byte{})
+	f.Add([]byte{0, 1, 0, 0, 1, 0, 1}, []byte{1})
+	f.Fuzz(func(t *testing.T, data, cuts []byte) {
+		var buf []byte
+		took, skipped := 0, 0
+		rest := data
+		for i := 0; len(rest) > 0; i++ {
+			n := len(rest)
+			if i < len(cuts) {
+				n = min(n, 1+int(cuts[i]))
+			}
+			buf = append(buf, rest[:n]...)
+			rest = rest[n:]
+			for {
+				adu, used, err := nextMBAP(buf)
+				if errors.Is(err, errMBAPLength) {
+					if used != 0 {
+						t.Fatalf("a bad length took %d bytes", used)
+					}
+					return
+				}
+				if used == 0 {
+					if err != nil {
+						t.Fatalf("nothing taken, yet %v", err)
+					}
+					break
+				}
+				if used > mbapMaxADU || used > len(buf) {
+					t.Fatalf("took %d of %d bytes", used, len(buf))
+				}
+				if err == nil {
+					if got := appendMBAP(nil, adu); !bytes.Equal(got, buf[:used]) {
+						t.Fatalf("ADU % X written back as % X", buf[:used], got)
+					}
+					took += used
+				} else {
+					skipped += used
+				}
+				buf = buf[used:]
+			}
+			if len(buf) >= mbapMaxADU {
+				t.Fatalf("%d bytes left over: a whole ADU not taken", len(buf))
+			}
+		}
+		if took+skipped+len(buf) != len(data) {
+			t.Fatalf("%d bytes fed, %d accounted for", len(data), took+skipped+len(buf))
 		}
 	})
 }

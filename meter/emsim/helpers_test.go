@@ -2,11 +2,13 @@ package emsim
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -113,13 +115,22 @@ func decodeFine(words []uint16, msw bool) float64 {
 
 func register(t *testing.T, key string) meter.Register {
 	t.Helper()
-	for _, r := range meter.Registers() {
-		if r.Key == key {
-			return r
-		}
+	return registerWhere(t, "key "+key, func(r meter.Register) bool { return r.Key == key })
+}
+
+// registerAt is the value of meter's table at addr.
+func registerAt(t *testing.T, addr uint16) meter.Register {
+	t.Helper()
+	return registerWhere(t, fmt.Sprintf("address %04Xh", addr), func(r meter.Register) bool { return r.Addr == addr })
+}
+
+func registerWhere(t *testing.T, what string, match func(meter.Register) bool) meter.Register {
+	t.Helper()
+	i := slices.IndexFunc(meter.Registers(), match)
+	if i < 0 {
+		t.Fatalf("no register with %s in meter's table", what)
 	}
-	t.Fatalf("no register %q in the table", key)
-	return meter.Register{}
+	return meter.Registers()[i]
 }
 
 // rawPort is the slave side opened directly, for frames the client cannot send.

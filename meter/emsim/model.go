@@ -100,6 +100,7 @@ type conditions struct {
 	mode          uint16  // meter.MeasurementModeA or B
 	tariff        int     // 1 or 2
 	demandMinutes float64 // integration time of the demand
+	phases        int     // phases the measuring system measures: 3, 2 (2-phase + N) or 1
 }
 
 // model holds the simulated values. It is not safe for concurrent use: the
@@ -188,6 +189,9 @@ func (m *model) instantaneous(t float64, c conditions, noisy bool) {
 	solar := 1000 * math.Max(0, wave(solarPeriod, 0))
 	var v, p, q, s [3]float64
 	for i, k := range m.phases {
+		if i >= c.phases { // not measured: nothing there; publish serves 0 (unmeasured)
+			continue
+		}
 		ph := float64(i) * 2 * math.Pi / 3
 		v[i] = hold(k.voltage, 230+2.5*wave(1800, ph)+m.noise(0.3, noisy))
 		load := 600 + 300*wave(900, ph) + 120*wave(137, 2*ph) + m.noise(10, noisy)
@@ -211,14 +215,23 @@ func (m *model) instantaneous(t float64, c conditions, noisy bool) {
 		m.out[k.current] = math.Copysign(ratio(s[i], v[i]), p[i])
 	}
 	var sumLL float64
+	lines := 0
 	for i, k := range m.phases {
 		a, b := v[i], v[(i+1)%3]
+		m.out[k.line] = 0
+		if i >= c.phases || (i+1)%3 >= c.phases {
+			continue
+		}
 		ll := math.Sqrt(a*a + b*b + a*b) // phasors 120° apart
 		m.out[k.line] = ll
 		sumLL += ll
+		lines++
 	}
-	m.out[keyVoltageLN] = (v[0] + v[1] + v[2]) / 3
-	m.out[keyVoltageLL] = sumLL / 3
+	m.out[keyVoltageLN] = (v[0] + v[1] + v[2]) / float64(max(c.phases, 1))
+	m.out[keyVoltageLL] = 0
+	if lines > 0 {
+		m.out[keyVoltageLL] = sumLL / float64(lines)
+	}
 	m.out[keyPower] = p[0] + p[1] + p[2]
 	m.out[keyReactivePower] = q[0] + q[1] + q[2]
 	m.out[keyApparentPower] = s[0] + s[1] + s[2]
@@ -283,6 +296,7 @@ func (m *model) publish(c conditions) {
 	for key, h := range m.held {
 		m.out[key] = h
 	}
+	m.unmeasured(c)
 }
 
 // set holds a value; for an energy counter it also becomes the counter's value.

@@ -95,7 +95,7 @@ func initialWords(o Options) map[uint16]uint16 {
 		meter.AddrFirmwareRevision: o.FirmwareRevision,
 	}
 	msw := o.ModelCode == meter.ModelEM340Sample
-	for addr, v := range map[uint16]uint32{addrCTRatio: 10, addrVTRatio: 10, addrDemandTime: 15} {
+	for addr, v := range map[uint16]uint32{addrCTRatio: ratioWords(o.CTRatio), addrVTRatio: ratioWords(o.VTRatio), addrDemandTime: 15} {
 		pair := encodeRaw(meter.UInt32, int64(v), msw)
 		w[addr], w[addr+1] = pair[0], pair[1]
 	}
@@ -151,12 +151,13 @@ type writeRule struct {
 	pair     uint16 // first address of a 32-bit setting, checked as a whole; 0 for 16-bit
 }
 
-func writeRuleFor(addr uint16) (writeRule, bool) {
+// writeRuleFor is the rule for addr on a meter of this model code.
+func writeRuleFor(addr, model uint16) (writeRule, bool) {
 	switch addr {
 	case addrPassword:
 		return writeRule{0, 9999, 0}, true
 	case meter.AddrMeasuringSystem:
-		return writeRule{0, 2, 0}, true // 3 (1-phase) is EM330 only
+		return writeRule{0, uint32(highestSystem(model)), 0}, true
 	case addrDisplayMode, addrTariffEnable, meter.AddrMeasurementMode, addrWiringHelp, addrTariffSource:
 		return writeRule{0, 1, 0}, true
 	case addrHomePage:
@@ -187,6 +188,9 @@ func writeRuleFor(addr uint16) (writeRule, bool) {
 
 // readable reports whether a read may include addr.
 func (s *Sim) readable(addr uint16) bool {
+	if s.absent[addr] {
+		return false
+	}
 	for _, a := range s.mem.areas {
 		if addr >= a.Start && addr < a.End {
 			return a.Start != meter.AddrFineEnergy || s.opts.FineEnergy
@@ -206,7 +210,7 @@ func (s *Sim) read(addr, qty uint16, now time.Time) ([]uint16, byte, Outcome) {
 		return nil, exIllegalAddress, OutcomeReply
 	}
 	for a := range qty {
-		if !s.readable(addr+a) && (addr != meter.AddrModelCode || qty != 1) {
+		if !s.readable(addr+a) && (!modelCodeRead(addr, int(qty)) || s.absent[addr]) {
 			return nil, exIllegalAddress, OutcomeReply
 		}
 	}
@@ -243,7 +247,7 @@ func (s *Sim) read(addr, qty uint16, now time.Time) ([]uint16, byte, Outcome) {
 	}
 
 	s.model.refresh(now, s.conditions())
-	if start == meter.AddrModelCode && count == 1 {
+	if modelCodeRead(start, count) {
 		return []uint16{s.opts.ModelCode}, 0, outcome
 	}
 	out := make([]uint16, count)
@@ -357,8 +361,8 @@ func (s *Sim) word32(addr uint16) uint32 {
 
 // write serves function 06; 0 means accepted.
 func (s *Sim) write(addr, v uint16) byte {
-	rule, ok := writeRuleFor(addr)
-	if !ok {
+	rule, ok := writeRuleFor(addr, s.opts.ModelCode)
+	if !ok || s.absent[addr] {
 		return exIllegalAddress
 	}
 	value := uint32(v)
@@ -395,7 +399,8 @@ func (s *Sim) setWord(addr, v uint16) {
 
 // conditions are the settings the physics depends on.
 func (s *Sim) conditions() conditions {
-	c := conditions{mode: s.words[meter.AddrMeasurementMode], tariff: 1, demandMinutes: float64(s.word32(addrDemandTime))}
+	c := conditions{mode: s.words[meter.AddrMeasurementMode], tariff: 1, demandMinutes: float64(s.word32(addrDemandTime)),
+		phases: phasesOf(s.words[meter.AddrMeasuringSystem])}
 	if s.words[addrTariffEnable] == 1 && s.words[addrTariffSource] == 1 && s.words[addrTariffNumber] == 2 {
 		c.tariff = 2
 	}

@@ -3,6 +3,7 @@ package emsim
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
 	"time"
 )
@@ -13,18 +14,39 @@ const (
 	ioRetry      = 10 * time.Millisecond // pause after an unexpected read error
 )
 
-// conn is one plugged-in period: a pty and the goroutine serving it.
+// conn is one plugged-in period: a pty, the bus's line on it and the
+// goroutine reading it.
 type conn struct {
-	pty       *pty
-	done      chan struct{} // closed by unplug: abandon any reply being delayed
-	exited    chan struct{} // closed when serve returns
-	lastReply time.Time     // end of the previous reply; serve goroutine only
-	rdev      uint64        // the pty slave's device number (tree mode); plugMu
+	pty    *pty
+	line   *line
+	exited chan struct{} // closed when serve returns
+	rdev   uint64        // the pty slave's device number (tree mode); plugMu
 }
 
-// serve reads requests from the master and answers them until the pty is closed.
-func (s *Sim) serve(c *conn) {
+// serve reads requests from the master and puts them on the line until the
+// pty is closed.
+func (b *Bus) serve(c *conn) {
 	defer close(c.exited)
+	readFrames(c.pty.master, c.line.done, b.log, func(err error) bool { return errors.Is(err, os.ErrClosed) }, c.line.hear)
+}
+
+// write puts a reply on the pty; the line's transmitter calls it.
+func (c *conn) write(reply []byte) {
+	_ = c.pty.master.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, _ = c.pty.master.Write(reply) // closed (unplugged) or nobody reading: the reply is lost, as on a line
+}
+
+// frameReader is where RTU frames come from: a pty master or a TCP connection.
+type frameReader interface {
+	Read(p []byte) (int, error)
+	SetReadDeadline(t time.Time) error
+}
+
+// readFrames reads r until an error that fatal says is for good (other errors
+// are logged and retried after a pause, unless stop is closed), and calls
+// hear with each frame and the time it had arrived. A frame of unknown length
+// ends with a frame gap of silence.
+func readFrames(r frameReader, stop <-chan struct{}, log *slog.Logger, fatal func(error) bool, hear func([]byte, time.Time)) {
 	var fr framer
 	buf := make([]byte, maxFrameLen)
 	for {
@@ -32,8 +54,8 @@ func (s *Sim) serve(c *conn) {
 		if fr.pending() {
 			deadline = time.Now().Add(frameGap)
 		}
-		_ = c.pty.master.SetReadDeadline(deadline)
-		n, err := c.pty.master.Read(buf)
+		_ = r.SetReadDeadline(deadline)
+		n, err := r.Read(buf)
 		at := time.Now()
 		fr.feed(buf[:n])
 		for {
@@ -44,94 +66,25 @@ func (s *Sim) serve(c *conn) {
 			if !ok {
 				break
 			}
-			if !s.handle(c, frame, at) {
-				return
-			}
+			hear(frame, at)
 		}
 		if fr.dropped > 0 {
-			s.log.Debug("discarded bytes that form no frame", "bytes", fr.dropped)
+			log.Debug("discarded bytes that form no frame", "bytes", fr.dropped)
 			fr.dropped = 0
 		}
 		switch {
 		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
-		case errors.Is(err, os.ErrClosed):
-			return // unplugged
+		case fatal(err):
+			return
 		default:
-			s.log.Warn("pty read failed", "err", err)
+			log.Warn("read failed", "err", err)
 			select {
-			case <-c.done:
+			case <-stop:
 				return
 			case <-time.After(ioRetry):
 			}
 		}
 	}
-}
-
-// handle answers one frame; false when the connection went away meanwhile.
-func (s *Sim) handle(c *conn, frame []byte, at time.Time) bool {
-	a := s.respond(frame, at, c.lastReply)
-	if a.reply == nil {
-		return true
-	}
-	if a.deaf {
-		if !s.busyUntil(c, time.Now().Add(a.wait)) {
-			return false
-		}
-	} else if a.wait > 0 {
-		t := time.NewTimer(a.wait)
-		select {
-		case <-c.done:
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-	}
-	_ = c.pty.master.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := c.pty.master.Write(a.reply); err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			return false
-		}
-		s.log.Warn("pty write failed", "err", err)
-	}
-	c.lastReply = time.Now()
-	return true
-}
-
-// busyUntil keeps reading until due while a late reply is pending: the meter
-// is busy, so every query that arrives meanwhile is logged as OutcomeBusy and
-// dropped, and so is any fragment left at due. False when unplugged meanwhile.
-func (s *Sim) busyUntil(c *conn, due time.Time) bool {
-	var fr framer
-	buf := make([]byte, maxFrameLen)
-	defer func() { _ = c.pty.master.SetReadDeadline(time.Time{}) }()
-	for time.Now().Before(due) {
-		_ = c.pty.master.SetReadDeadline(due)
-		n, err := c.pty.master.Read(buf)
-		at := time.Now()
-		fr.feed(buf[:n])
-		for {
-			frame, ok := fr.next()
-			if !ok {
-				break
-			}
-			s.busy(frame, at)
-		}
-		switch {
-		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
-		case errors.Is(err, os.ErrClosed):
-			return false
-		default:
-			select {
-			case <-c.done:
-				return false
-			case <-time.After(ioRetry):
-			}
-		}
-	}
-	if frame, ok := fr.silence(); ok {
-		s.busy(frame, time.Now())
-	}
-	return true
 }
 
 // busy logs a query the meter did not hear.
@@ -145,9 +98,9 @@ func (s *Sim) busy(frame []byte, at time.Time) {
 
 // answer is what the meter does with one frame.
 type answer struct {
-	reply []byte        // nil: no reply
-	wait  time.Duration // from now until the reply goes out
-	deaf  bool          // a late reply: queries arriving during wait go unheard
+	reply []byte    // nil: no reply
+	due   time.Time // when the reply goes out
+	deaf  bool      // a late reply: queries arriving until due go unheard
 }
 
 // respond decides what the meter does with a frame and logs the request.
@@ -215,7 +168,7 @@ func (s *Sim) respond(frame []byte, at, lastReply time.Time) answer {
 	if s.opts.WireTiming {
 		due = due.Add(wireTime(len(frame)+len(reply), s.baud) + s.opts.Latency)
 	}
-	return answer{reply: reply, wait: time.Until(due), deaf: late}
+	return answer{reply: reply, due: due, deaf: late}
 }
 
 // execute runs a request addressed to this meter and returns the reply PDU

@@ -1,7 +1,11 @@
-// Package emsim simulates a Carlo Gavazzi EM340 energy meter: a Modbus RTU slave on a
-// pseudo-terminal, served from meter.Registers(), that can be unplugged and made to misbehave.
+// Package emsim simulates Carlo Gavazzi EM300/ET300-family energy meters (EM340 first):
+// Modbus RTU slaves served from meter.Registers(), on a pty or behind a TCP gateway, that
+// can be unplugged and made to misbehave.
 //
-// It plugs in one of two ways:
+// A Sim is one meter, of the model its Options say. NewBus puts several on one RS485
+// line, each at its own address; a lone Sim is a bus of one. ListenTCP serves a bus
+// through a gateway, in RTU-over-TCP or Modbus TCP (MBAP) framing. A bus on a pty
+// plugs in one of two ways:
 //
 //   - Tree mode (StartTree): the adapter under a directory laid out as udev lays out
 //     /dev: Root/ttyUSB<n>, Root/serial/by-id/… and Root/serial/by-path/…, created and
@@ -14,18 +18,19 @@
 //   - A single path (Start): one symlink that appears and vanishes at once; enough for
 //     tests of the protocol, the values and the faults.
 //
-// Faults (Mute, CorruptCRC, LateNext, PowerCycle, LowEnergy, …) spoil replies while it
-// serves; Requests logs each request with what was done to it.
+// Faults (Mute, CorruptCRC, LateNext, PowerCycle, LowEnergy, …) spoil one meter's replies
+// while it serves; the gateway has faults of its own (Silent, CloseMidReplyNext,
+// ResetConnections, Stop, …). Each meter's Requests logs every request it heard with what
+// was done to it.
 package emsim
 
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math"
-	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/meter"
@@ -35,20 +40,39 @@ import (
 // built before October 2018 (no 3-decimal totals, no production year) in
 // measurement mode A, answering at once.
 type Options struct {
-	Address          byte    // RS485 slave address (2000h); 0 means 1
-	ModelCode        uint16  // 000Bh; 0 means 341. 340 serves 32-bit values most significant word first
-	Serial           string  // 5000h–5006h; "" means "235411W"
-	FirmwareVersion  uint16  // 0302h: 0 = "A", 1 = "B", ...
-	FirmwareRevision uint16  // 0303h
-	ProductionYear   uint16  // 5010h; 0 = register absent (exception 02), as on an older meter
-	FineEnergy       bool    // table 2.5 present; false: 0400h–040Fh answer exception 02
-	MeasurementMode  uint16  // 1103h: meter.MeasurementModeA (0) or meter.MeasurementModeB (1)
-	MeasuringSystem  uint16  // 1002h: 0 = 3-phase + N, 1 = 3-phase, 2 = 2-phase + N
-	WrongConnection  uint16  // 1105h bit field; 0 = wiring correct
-	MaxWords         uint16  // largest read (2004h); larger reads get exception 03. 0 means 50
-	Static           bool    // values never move and energy does not grow: for exact-value tests
-	TimeScale        float64 // simulated seconds per real second (energy grows faster); 0 means 1
-	Seed             uint64  // for noise and garbage replies; 0 means 1
+	Address byte // RS485 slave address (2000h); 0 means 1
+	// ModelCode (000Bh) is the model of the family: 341 EM340 (0 means 341),
+	// 340 its engineering sample (32-bit values most significant word first),
+	// 346 EM341, 345 ET340, 331 and 332 EM330, 355 EM331, 335 and 336 ET330.
+	// Any other code is served as given.
+	ModelCode        uint16
+	Serial           string // 5000h–5006h; "" means "235411W"
+	FirmwareVersion  uint16 // 0302h: 0 = "A", 1 = "B", ...
+	FirmwareRevision uint16 // 0303h
+	ProductionYear   uint16 // 5010h; 0 = register absent (exception 02), as on an older meter
+	FineEnergy       bool   // table 2.5 present; false: 0400h–040Fh answer exception 02
+	MeasurementMode  uint16 // 1103h: meter.MeasurementModeA (0) or meter.MeasurementModeB (1)
+	// MeasuringSystem (1002h): 0 = 3-phase + N, 1 = 3-phase, 2 = 2-phase + N,
+	// 3 = 1-phase (EM330 only: a write of 3 to another model gets exception
+	// 03, but Options serve it as given). What a system does not measure reads
+	// 0, whatever Set holds: in 2-phase + N the L3 values and the line-to-line
+	// voltages with L3; in 1-phase the L2 and L3 values and every line-to-line
+	// voltage; the phase sequence outside 3-phase. (Our assumption: the
+	// protocol document does not say.)
+	MeasuringSystem uint16
+	CTRatio         float64 // 1003h, served as UINT32 ratio×10; 0 means 1
+	VTRatio         float64 // 1005h, served as UINT32 ratio×10; 0 means 1
+	WrongConnection uint16  // 1105h bit field; 0 = wiring correct
+	MaxWords        uint16  // largest read (2004h); larger reads get exception 03. 0 means 50
+	// Absent are addresses the meter does not have, as a model of the family
+	// may lack a value: a read that includes one, and a write to one, get
+	// exception 02. An address inside a value of meter.Registers() (or its
+	// 3-decimal pair) takes out the whole value; one inside a 32-bit setting,
+	// both its words.
+	Absent    []uint16
+	Static    bool    // values never move and energy does not grow: for exact-value tests
+	TimeScale float64 // simulated seconds per real second (energy grows faster); 0 means 1
+	Seed      uint64  // for noise and garbage replies; 0 means 1
 
 	// WireTiming answers only after the request and the reply would have taken
 	// on the line at Baud (10 bits a byte) plus Latency, measured from the
@@ -58,7 +82,8 @@ type Options struct {
 	Latency    time.Duration // the meter's think time, with WireTiming
 
 	// IgnoreWithin drops a query arriving sooner than this after the previous
-	// reply, as a real meter may within its 40 ms; 0 answers every query.
+	// reply on the line (from any meter on the bus), as a real meter may
+	// within its 40 ms; 0 answers every query.
 	IgnoreWithin time.Duration
 
 	Logger *slog.Logger // nil discards
@@ -67,12 +92,16 @@ type Options struct {
 // ErrUnknownKey is returned for a key that is not in meter.Registers().
 var ErrUnknownKey = errors.New("no register with this key")
 
-// Sim is a simulated EM340. Its methods are safe for concurrent use.
+// Sim is a simulated meter of the family. Its methods are safe for concurrent use.
 type Sim struct {
 	opts     Options
 	log      *slog.Logger
-	mem      *memoryMap // immutable after New
+	mem      *memoryMap      // immutable after New
+	absent   map[uint16]bool // Options.Absent, expanded; immutable after New
 	mswFirst bool
+
+	own *Bus                // the bus of one that the plug methods act on
+	on  atomic.Pointer[Bus] // the bus the meter is on: own, or the one NewBus made
 
 	mu       sync.Mutex // guards what follows
 	model    *model
@@ -80,18 +109,6 @@ type Sim struct {
 	baud     int
 	faults   faults
 	requests []Request
-	device   string // /dev/pts/N while plugged in, for Device
-	node     string // Root/ttyUSB<n> while it exists (tree mode), for NodePath
-	byID     string // the by-id link in tree mode, for ByIDPath
-	byPath   string // the by-path link in tree mode, for ByPathPath
-
-	plugMu  sync.Mutex // guards what follows; serialises plugging (held through udev's pauses)
-	path    string     // the stable path given to Start, or the by-id link in tree mode
-	devPath string     // the device name: path, or the name given to ReplugAs
-	tree    *tree      // nil unless started with StartTree
-	conn    *conn      // nil while unplugged
-	started bool
-	closed  bool
 }
 
 // New returns a simulator with the values of a meter at rest; Start plugs it in.
@@ -128,6 +145,9 @@ func New(opts Options) *Sim {
 		words:    initialWords(opts), baud: opts.Baud,
 		faults: faults{sentinel: map[string]bool{}},
 	}
+	s.absent = absentSet(opts.Absent, s.mem)
+	s.own = newBus([]*Sim{s})
+	s.on.Store(s.own)
 	s.model = newModel(s.mem.regs, opts.Static, opts.TimeScale, opts.Seed, s.conditions(), time.Now())
 	for _, r := range s.mem.regs {
 		if _, ok := s.model.out[r.Key]; !ok {
@@ -137,224 +157,63 @@ func New(opts Options) *Sim {
 	return s
 }
 
+// The plug methods of a lone Sim act on its bus of one. Once the meter is on
+// a bus made by NewBus, they fail (Close does nothing): plug the bus.
+
 // Start creates the pty and a symlink to its slave side at path (which must
-// not exist), and serves requests until Unplug or Close.
-func (s *Sim) Start(path string) error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	switch {
-	case s.closed:
-		return errors.New("emsim: start: simulator closed")
-	case s.started:
-		return errors.New("emsim: start: already started")
-	}
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("emsim: start at %s: %w", path, fs.ErrExist)
-	}
-	s.path, s.devPath = path, path
-	if err := s.plug(); err != nil {
-		return fmt.Errorf("emsim: start: %w", err)
-	}
-	s.started = true
-	return nil
-}
+// not exist), and serves requests until Unplug or Close. See Bus.Start.
+func (s *Sim) Start(path string) error { return s.own.Start(path) }
 
-// Close unplugs the meter for good: the pty is closed, the serving goroutine
-// has returned and the paths are removed when Close returns.
-func (s *Sim) Close() error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if err := s.unplugAny(Pace{Remove: -1, Chmod: -1, Links: -1}); err != nil {
-		return fmt.Errorf("emsim: close: %w", err)
-	}
-	return nil
-}
+// StartTree plugs the adapter in, udev-style, under t.Root. See Bus.StartTree.
+func (s *Sim) StartTree(t DevTree) error { return s.own.StartTree(t) }
 
-// Unplug is a USB adapter pulled out: the master is closed (a tty hang-up:
-// the client's fd gets EIO from then on and never recovers) and the path
-// vanishes. In tree mode the paths vanish in udev's order and pace (see
-// StartTree) and Unplug returns after the last removal. Unplugging an
-// unplugged meter does nothing.
-func (s *Sim) Unplug() error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if err := s.unplugAny(s.pace()); err != nil {
-		return fmt.Errorf("emsim: unplug: %w", err)
-	}
-	return nil
-}
+// Close unplugs the meter for good. See Bus.Close.
+func (s *Sim) Close() error { return s.own.Close() }
 
-// Replug plugs the adapter back in under the same name: a new pty (its
-// /dev/pts number may differ) and the path again. A plugged meter is
-// unplugged first. Values and energy carry on as on the real meter. In tree
-// mode the kernel's name is the lowest free ttyUSB<n> (ttyUSB1 while a
-// process still holds the old ttyUSB0), udev's steps follow in their order
-// and pace, and Replug returns after the by-id link is renamed into place.
-func (s *Sim) Replug() error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if err := s.replug(s.devPath); err != nil {
-		return fmt.Errorf("emsim: replug: %w", err)
+// Unplug is a USB adapter pulled out. See Bus.Unplug.
+func (s *Sim) Unplug() error { return s.own.Unplug() }
+
+// Replug plugs the adapter back in under the same name. See Bus.Replug.
+func (s *Sim) Replug() error { return s.own.Replug() }
+
+// ReplugAfter is a whole outage in one call. See Bus.ReplugAfter.
+func (s *Sim) ReplugAfter(off time.Duration) error { return s.own.ReplugAfter(off) }
+
+// ReplugAs plugs the adapter back in under another device name. See Bus.ReplugAs.
+func (s *Sim) ReplugAs(newPath string) error { return s.own.ReplugAs(newPath) }
+
+// Path is where the meter's bus appears when plugged in. See Bus.Path.
+func (s *Sim) Path() string { return s.on.Load().Path() }
+
+// Device is the /dev/pts/N behind the path; "" while unplugged. See Bus.Device.
+func (s *Sim) Device() string { return s.on.Load().Device() }
+
+// NodePath is Root/ttyUSB<n> currently in use. See Bus.NodePath.
+func (s *Sim) NodePath() string { return s.on.Load().NodePath() }
+
+// ByIDPath is Root/serial/by-id/<ByID>. See Bus.ByIDPath.
+func (s *Sim) ByIDPath() string { return s.on.Load().ByIDPath() }
+
+// ByPathPath is Root/serial/by-path/<ByPath>. See Bus.ByPathPath.
+func (s *Sim) ByPathPath() string { return s.on.Load().ByPathPath() }
+
+// join moves the meter from its bus of one onto b.
+func (s *Sim) join(b *Bus) error {
+	s.own.plugMu.Lock()
+	defer s.own.plugMu.Unlock()
+	if s.own.started {
+		return errors.New("plugged in on its own")
+	}
+	if !s.on.CompareAndSwap(s.own, b) {
+		return errors.New("already on a bus")
 	}
 	return nil
-}
-
-// ReplugAfter is a whole outage in one call: Unplug, off of nothing, then
-// Replug, with no other plugging in between. For rapid cycles (off may be 0);
-// in tree mode an off shorter than the client takes to close its old fd
-// brings the adapter back as ttyUSB1.
-func (s *Sim) ReplugAfter(off time.Duration) error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if !s.closed && s.started {
-		if err := s.unplugAny(s.pace()); err != nil {
-			return fmt.Errorf("emsim: replug after %v: %w", off, err)
-		}
-		if off > 0 {
-			time.Sleep(off)
-		}
-	}
-	if err := s.replug(s.devPath); err != nil {
-		return fmt.Errorf("emsim: replug after %v: %w", off, err)
-	}
-	return nil
-}
-
-// ReplugAs plugs the adapter back in under another device name, as the
-// kernel does when ttyUSB0 is still held (ttyUSB1). The path given to Start
-// becomes a stable symlink to it, like /dev/serial/by-id/usb-FTDI…→../../ttyUSB1.
-// Later unplugs remove both; Replug comes back under newPath.
-//
-// In tree mode the kernel picks the name: ReplugAs fails there.
-func (s *Sim) ReplugAs(newPath string) error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	if s.tree != nil {
-		return fmt.Errorf("emsim: replug as %s: the kernel names the node in tree mode", newPath)
-	}
-	if err := s.replug(newPath); err != nil {
-		return fmt.Errorf("emsim: replug as %s: %w", newPath, err)
-	}
-	return nil
-}
-
-// Path is where the meter appears when plugged in: the path given to Start,
-// or ByIDPath in tree mode.
-func (s *Sim) Path() string {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	return s.path
-}
-
-// Device is the /dev/pts/N behind the path; "" while unplugged.
-// It does not wait for a plug or unplug under way.
-func (s *Sim) Device() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.device
-}
-
-func (s *Sim) replug(devPath string) error {
-	switch {
-	case s.closed:
-		return errors.New("simulator closed")
-	case !s.started:
-		return errors.New("not started")
-	}
-	if s.tree != nil {
-		if err := s.unplugTree(s.pace()); err != nil {
-			return err
-		}
-		return s.plugTree(s.pace())
-	}
-	if err := s.unplug(); err != nil {
-		return err
-	}
-	s.devPath = devPath
-	return s.plug()
-}
-
-// unplugAny unplugs in either mode; plugMu is held.
-func (s *Sim) unplugAny(pace Pace) error {
-	if s.tree != nil {
-		return s.unplugTree(pace)
-	}
-	return s.unplug()
-}
-
-// pace is udev's pace in tree mode; plugMu is held.
-func (s *Sim) pace() Pace {
-	if s.tree == nil {
-		return Pace{}
-	}
-	return s.tree.Pace
-}
-
-// connect starts serving on a new pty and publishes it; plugMu is held.
-func (s *Sim) connect(p *pty, node string) {
-	c := &conn{pty: p, done: make(chan struct{}), exited: make(chan struct{})}
-	s.conn = c
-	s.mu.Lock()
-	s.device, s.node = p.name, node
-	s.mu.Unlock()
-	go s.serve(c)
-}
-
-// hangUp closes the pty (the hang-up), waits for the serving goroutine and
-// closes the simulator's own slave fd; plugMu is held.
-func (s *Sim) hangUp(c *conn) error {
-	s.conn = nil
-	s.mu.Lock()
-	s.device = ""
-	s.mu.Unlock()
-	close(c.done)
-	err := c.pty.master.Close() // the hang-up; wakes the serving goroutine
-	<-c.exited
-	return errors.Join(err, c.pty.slave.Close())
-}
-
-// plug opens a pty, links the device name (and the stable path) to it and
-// starts serving. plugMu is held.
-func (s *Sim) plug() error {
-	p, err := openPTY()
-	if err != nil {
-		return err
-	}
-	if err := placeLink(p.name, s.devPath); err != nil {
-		return errors.Join(fmt.Errorf("link %s: %w", s.devPath, err), p.close())
-	}
-	if s.devPath != s.path {
-		if err := placeLink(linkTarget(s.path, s.devPath), s.path); err != nil {
-			return errors.Join(fmt.Errorf("link %s: %w", s.path, err), removeLink(s.devPath), p.close())
-		}
-	}
-	s.connect(p, "")
-	s.log.Info("meter plugged in", "path", s.path, "device", s.devPath, "pty", p.name)
-	return nil
-}
-
-// unplug hangs up the pty, waits for the serving goroutine and removes the
-// links. plugMu is held.
-func (s *Sim) unplug() error {
-	c := s.conn
-	if c == nil {
-		return nil
-	}
-	err := errors.Join(s.hangUp(c), removeLink(s.devPath))
-	if s.devPath != s.path {
-		err = errors.Join(err, removeLink(s.path))
-	}
-	s.log.Info("meter unplugged", "path", s.path, "device", s.devPath, "pty", c.pty.name)
-	return err
 }
 
 // Set serves value for key (a meter.Register Key, in the register's unit) and
 // holds it there until Release. A held energy total stops counting; released,
-// it counts on from the held value. Set wins over the measurement mode.
+// it counts on from the held value. Set wins over the measurement mode;
+// the measuring system wins over Set (see Options.MeasuringSystem).
 func (s *Sim) Set(key string, value float64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

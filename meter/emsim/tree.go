@@ -17,7 +17,7 @@ import (
 // DevTree lays a simulated adapter out under Root the way udev lays out /dev.
 type DevTree struct {
 	Root   string // directory standing in for /dev (tests use t.TempDir())
-	ByID   string // by-id link name; "" means "usb-FTDI_FT232R_USB_UART_<Serial of Options>-if00-port0"
+	ByID   string // by-id link name; "" means "usb-FTDI_FT232R_USB_UART_<Serial of the (first) meter's Options>-if00-port0"
 	ByPath string // by-path link name; "" means "pci-0000:00:14.0-usb-0:1:1.0-port0"
 	Pace   Pace   // the delays between udev's steps; zero value = the measured defaults
 }
@@ -71,7 +71,7 @@ const (
 )
 
 // tree is the udev side of a simulator started with StartTree. The fields
-// are used with Sim.plugMu held.
+// are used with Bus.plugMu held.
 type tree struct {
 	DevTree          // defaults filled in
 	dialout  int     // gid udev gives the node
@@ -113,14 +113,11 @@ func (t *tree) byPath() string    { return filepath.Join(t.byPathDir(), t.ByPath
 // and whose Root/ttyUSB<n> does not exist. A process that is not root sees
 // the permissions: in group dialout it gets EACCES until the chmod (Root
 // itself must then be searchable by it; t.TempDir() is 0700).
-func (s *Sim) StartTree(t DevTree) error {
-	s.plugMu.Lock()
-	defer s.plugMu.Unlock()
-	switch {
-	case s.closed:
-		return errors.New("emsim: start tree: simulator closed")
-	case s.started:
-		return errors.New("emsim: start tree: already started")
+func (b *Bus) StartTree(t DevTree) error {
+	b.plugMu.Lock()
+	defer b.plugMu.Unlock()
+	if err := b.startable(); err != nil {
+		return fmt.Errorf("emsim: start tree: %w", err)
 	}
 	if fi, err := os.Stat(t.Root); err != nil {
 		return fmt.Errorf("emsim: start tree: %w", err)
@@ -128,7 +125,7 @@ func (s *Sim) StartTree(t DevTree) error {
 		return fmt.Errorf("emsim: start tree: %s is not a directory", t.Root)
 	}
 	if t.ByID == "" {
-		t.ByID = "usb-FTDI_FT232R_USB_UART_" + s.opts.Serial + "-if00-port0"
+		t.ByID = "usb-FTDI_FT232R_USB_UART_" + b.sims[0].opts.Serial + "-if00-port0"
 	}
 	if t.ByPath == "" {
 		t.ByPath = "pci-0000:00:14.0-usb-0:1:1.0-port0"
@@ -145,58 +142,58 @@ func (s *Sim) StartTree(t DevTree) error {
 			return fmt.Errorf("emsim: start tree at %s: %w", p, fs.ErrExist)
 		}
 	}
-	s.tree, s.path = tr, tr.byID()
-	s.mu.Lock()
-	s.byID, s.byPath = tr.byID(), tr.byPath()
-	s.mu.Unlock()
-	if err := s.plugTree(t.Pace); err != nil {
-		s.tree, s.path = nil, ""
-		s.mu.Lock()
-		s.byID, s.byPath = "", ""
-		s.mu.Unlock()
+	b.tree, b.path = tr, tr.byID()
+	b.mu.Lock()
+	b.byID, b.byPath = tr.byID(), tr.byPath()
+	b.mu.Unlock()
+	if err := b.plugTree(t.Pace); err != nil {
+		b.tree, b.path = nil, ""
+		b.mu.Lock()
+		b.byID, b.byPath = "", ""
+		b.mu.Unlock()
 		return fmt.Errorf("emsim: start tree: %w", err)
 	}
-	s.started = true
+	b.started = true
 	return nil
 }
 
 // NodePath is Root/ttyUSB<n> currently in use: set from the moment the node
 // appears until it is removed, "" otherwise and outside tree mode. It does
 // not wait for a plug or unplug under way.
-func (s *Sim) NodePath() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.node
+func (b *Bus) NodePath() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.node
 }
 
 // ByIDPath is Root/serial/by-id/<ByID>: stable across replugs, it exists
 // only while plugged in. "" outside tree mode.
 // It does not wait for a plug or unplug under way.
-func (s *Sim) ByIDPath() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byID
+func (b *Bus) ByIDPath() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.byID
 }
 
 // ByPathPath is Root/serial/by-path/<ByPath>, like ByIDPath.
-func (s *Sim) ByPathPath() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byPath
+func (b *Bus) ByPathPath() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.byPath
 }
 
 // plugTree is the kernel and udev adding the adapter; plugMu is held. On a
 // failure what was made is removed again.
-func (s *Sim) plugTree(pace Pace) (err error) {
-	t := s.tree
-	n := s.freeNumber()
+func (b *Bus) plugTree(pace Pace) (err error) {
+	t := b.tree
+	n := b.freeNumber()
 	p, err := openPTY()
 	if err != nil {
 		return err
 	}
 	// devtmpfs creates the node root-owned (for a non-root simulator: its own).
 	if err := p.slave.Chown(os.Getuid(), os.Getgid()); err != nil {
-		s.log.Warn("node owner not set", "pty", p.name, "err", err)
+		b.log.Warn("node owner not set", "pty", p.name, "err", err)
 	}
 	var rdev uint64
 	if err := p.slave.Chmod(nodeModeNew); err != nil {
@@ -212,18 +209,18 @@ func (s *Sim) plugTree(pace Pace) (err error) {
 		return errors.Join(fmt.Errorf("node: %w", err), p.close())
 	}
 	t.n = n
-	s.connect(p, node)
-	s.conn.rdev = rdev
-	s.log.Info("meter plugged in", "node", node, "pty", p.name)
+	b.connect(p, node)
+	b.conn.rdev = rdev
+	b.log.Info("meter plugged in", "node", node, "pty", p.name)
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, s.unplugTree(Pace{Remove: -1, Links: -1}))
+			err = errors.Join(err, b.unplugTree(Pace{Remove: -1, Links: -1}))
 		}
 	}()
 
 	pause(pace.Chmod)
 	if err := p.slave.Chown(-1, t.dialout); err != nil { // needs root or membership of the group
-		s.log.Warn("node group not set", "pty", p.name, "gid", t.dialout, "err", err)
+		b.log.Warn("node group not set", "pty", p.name, "gid", t.dialout, "err", err)
 	}
 	if err := p.slave.Chmod(nodeModeUdev); err != nil {
 		return fmt.Errorf("chmod %s: %w", p.name, err)
@@ -243,41 +240,41 @@ func (s *Sim) plugTree(pace Pace) (err error) {
 }
 
 // unplugTree is the kernel and udev removing the adapter; plugMu is held.
-func (s *Sim) unplugTree(pace Pace) error {
-	t := s.tree
-	c := s.conn
+func (b *Bus) unplugTree(pace Pace) error {
+	t := b.tree
+	c := b.conn
 	if c == nil {
 		return nil
 	}
-	err := s.hangUp(c)
+	err := b.hangUp(c)
 	t.released = append(t.released, fdPTY{n: t.n, pts: c.pty.name, rdev: c.rdev})
 	node := t.node(t.n)
 	t.n = -1
 
 	pause(pace.Remove)
 	err = errors.Join(err, removeLink(node))
-	s.mu.Lock()
-	s.node = ""
-	s.mu.Unlock()
+	b.mu.Lock()
+	b.node = ""
+	b.mu.Unlock()
 
 	pause(pace.Links)
 	err = errors.Join(err,
 		removeLink(t.byPath()), removeEmptyDir(t.byPathDir()),
 		removeLink(t.byID()), removeEmptyDir(t.byIDDir()),
 		removeEmptyDir(t.serialDir()))
-	s.log.Info("meter unplugged", "node", node, "pty", c.pty.name)
+	b.log.Info("meter unplugged", "node", node, "pty", c.pty.name)
 	return err
 }
 
 // freeNumber is the number the kernel gives the adapter: the lowest whose
 // earlier pty no process still holds and whose node does not exist (another
 // adapter's). plugMu is held.
-func (s *Sim) freeNumber() int {
-	t := s.tree
+func (b *Bus) freeNumber() int {
+	t := b.tree
 	if len(t.released) > 0 {
 		held, err := stillHeld(t.released)
 		if err != nil {
-			s.log.Warn("cannot tell whether an old node is still held; taking it as free", "err", err)
+			b.log.Warn("cannot tell whether an old node is still held; taking it as free", "err", err)
 		}
 		t.released = held
 	}
