@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/em340-bridge/em340-bridge/addon"
+	"github.com/em340-bridge/em340-bridge/internal/config"
 )
 
 // addonRun turns the add-on's options and the Supervisor's MQTT service into
@@ -29,6 +30,11 @@ func addonRun(ctx context.Context, args, environ []string, stderr io.Writer) int
 	vars, err := addon.Environ(ctx, *options, addon.Supervisor{URL: *supervisor, Token: token})
 	if err != nil {
 		fmt.Fprintf(stderr, "em340-bridge addon: %v\n", err)
+		return 2
+	}
+	// The user set options, not variables: name those in what is wrong.
+	if _, err := config.Load(vars); err != nil {
+		fmt.Fprintf(stderr, "em340-bridge addon: invalid options:\n%s\n", addon.OptionNames(err.Error()))
 		return 2
 	}
 	return runBridge(ctx, withVariables(environ, vars), stderr)

@@ -223,6 +223,30 @@ func TestAddonCommandRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// A value the bridge rejects is reported by the option the user set, with
+// the other options it refers to named as options too.
+func TestAddonCommandNamesOptions(t *testing.T) {
+	options := filepath.Join(t.TempDir(), "options.json")
+	if err := os.WriteFile(options, []byte(`{"serial_device":"/dev/ttyUSB0","mqtt_url":"mqtt://broker:1883",
+		"modbus_address":"0","reconnect_min_delay":"10s","reconnect_max_delay":"5s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	code := run([]string{"addon", "-options", options}, nil, &bytes.Buffer{}, &stderr)
+	out := stderr.String()
+	if code != 2 {
+		t.Fatalf("exit %d, want 2: %s", code, out)
+	}
+	for _, want := range []string{`modbus_address="0"`, `reconnect_max_delay="5s"`, ">= reconnect_min_delay"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "EM340_") {
+		t.Errorf("stderr names variables the add-on's user never set:\n%s", out)
+	}
+}
+
 func TestWithVariablesReplacesEveryEM340Entry(t *testing.T) {
 	got := withVariables([]string{"PATH=/bin", "EM340_SERIAL_BAUD=19200", "TZ=UTC"}, []string{"EM340_SERIAL_BAUD=9600"})
 	want := []string{"PATH=/bin", "TZ=UTC", "EM340_SERIAL_BAUD=9600"}
