@@ -36,7 +36,7 @@ func TestImageHealth(t *testing.T) {
 	}
 
 	broker := brokertest.Start(t)
-	id := e.run(t, "run", "-d", "--network", "host",
+	id := e.start(t, "health", "--network", "host",
 		"--health-interval", "1s", "--health-timeout", "5s", "--health-retries", "2", "--health-start-period", "1s",
 		"-e", "EM340_MQTT_URL="+broker.URL(),
 		"-e", "EM340_SERIAL_DEVICE=/dev/em340ct-no-such-adapter",
@@ -44,11 +44,6 @@ func TestImageHealth(t *testing.T) {
 		"-e", "EM340_RECONNECT_MIN_DELAY=500ms", "-e", "EM340_RECONNECT_MAX_DELAY=1s", "-e", "EM340_POLL_INTERVAL=1s",
 		"-e", "EM340_MODBUS_TIMEOUT=1s", "-e", "EM340_STALL_TIMEOUT=3s",
 		image)
-	t.Cleanup(func() {
-		if out, err := exec.Command(e.docker, "rm", "--force", id).CombinedOutput(); err != nil {
-			t.Errorf("removing container: %v: %s", err, out)
-		}
-	})
 	e.waitHealth(t, id, "healthy")
 	var st containerState
 	e.inspect(t, "container", id, &st)
@@ -269,7 +264,7 @@ func TestAddonImage(t *testing.T) {
 		"poll_interval": "1s", "mqtt_base_topic": "`+baseTopic+`", "log_level": "info",
 		"mqtt_url": "`+broker.URL()+`", "modbus_timeout": "1s", "reconnect_min_delay": "500ms",
 		"reconnect_max_delay": "1s", "stall_timeout": "3s"}`, 0o600)
-	id := e.run(t, "run", "-d", "--network", "host", "--init", "--tmpfs", "/tmp",
+	id := e.start(t, "addon", "--network", "host", "--init", "--tmpfs", "/tmp",
 		"--mount", "type=bind,source="+dev+",target=/dev,readonly",
 		// The simulator's pty stands in for the adapter: its major (136)
 		// instead of the usb-serial ones uart allows.
@@ -277,11 +272,6 @@ func TestAddonImage(t *testing.T) {
 		"--volume", data+":/data", "-e", "SUPERVISOR_TOKEN=unused",
 		"--health-interval", "1s", "--health-timeout", "5s", "--health-retries", "2", "--health-start-period", "1s",
 		image)
-	t.Cleanup(func() {
-		if out, err := exec.Command(e.docker, "rm", "--force", id).CombinedOutput(); err != nil {
-			t.Errorf("removing container: %v: %s", err, out)
-		}
-	})
 
 	// The bridge is tini's child.
 	var st containerState
