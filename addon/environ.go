@@ -3,6 +3,7 @@ package addon
 import (
 	"context"
 	"fmt"
+	"regexp"
 
 	"github.com/em340-bridge/em340-bridge/internal/config"
 )
@@ -64,4 +65,23 @@ func Environ(ctx context.Context, optionsPath string, supervisor Supervisor) ([]
 		}
 	}
 	return environ, nil
+}
+
+// variableName matches the bridge's variable names in its messages.
+var variableName = regexp.MustCompile(`\bEM340_[A-Z0-9_]+\b`)
+
+// OptionNames rewrites the bridge's variable names in text (its
+// configuration errors name EM340_* variables) into the add-on options the
+// user actually set: EM340_MODBUS_ADDRESS becomes modbus_address.
+func OptionNames(text string) string {
+	known := map[string]bool{}
+	for _, v := range config.Variables() {
+		known[v.Name] = true
+	}
+	return variableName.ReplaceAllStringFunc(text, func(name string) string {
+		if !known[name] {
+			return name
+		}
+		return config.AddonOption(name)
+	})
 }

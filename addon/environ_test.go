@@ -392,3 +392,16 @@ func TestEnvironStatusFile(t *testing.T) {
 		t.Errorf("the Dockerfile does not set ENV EM340_STATUS_FILE=%s for its HEALTHCHECK", addon.StatusFile)
 	}
 }
+
+func TestOptionNames(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`EM340_MODBUS_ADDRESS="0": out of range; allowed: 1–247`, `modbus_address="0": out of range; allowed: 1–247`},
+		{`EM340_MQTT_PASSWORD_FILE: set together with EM340_MQTT_PASSWORD`, `mqtt_password_file: set together with mqtt_password`},
+		{`EM340_NO_SUCH stays`, `EM340_NO_SUCH stays`},
+		{`no variable`, `no variable`},
+	} {
+		if got := addon.OptionNames(tc.in); got != tc.want {
+			t.Errorf("OptionNames(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

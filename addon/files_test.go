@@ -54,12 +54,29 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		`HEALTHCHECK `, `CMD ["/em340-bridge", "healthcheck"]`, `ENTRYPOINT ["/em340-bridge", "addon"]`,
+		`HEALTHCHECK `, `CMD ["/em340-bridge", "healthcheck"]`,
 		`io.hass.type="app"`, `io.hass.version="${BUILD_VERSION}"`, `io.hass.arch="${BUILD_ARCH}"`,
 	} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %s", want)
 		}
+	}
+}
+
+// The add-on starts as root to read its options, then runs the bridge as
+// the release image's own non-root user.
+func TestAddonDropsRoot(t *testing.T) {
+	df := readText(t, "Dockerfile")
+	users := regexp.MustCompile(`(?m)^USER (\S+)$`).FindAllStringSubmatch(readText(t, "../Dockerfile"), -1)
+	if len(users) == 0 {
+		t.Fatal("the root Dockerfile has no USER")
+	}
+	user := users[len(users)-1][1]
+	if want := `ENTRYPOINT ["/em340-bridge", "addon", "-user", "` + user + `"]`; !strings.Contains(df, want) {
+		t.Errorf("Dockerfile lacks %s: the bridge would run as root", want)
+	}
+	if !regexp.MustCompile(`(?m)^USER 0:0$`).MatchString(df) {
+		t.Error("the add-on does not start as root: it could not read /data/options.json (0600, root)")
 	}
 }
 

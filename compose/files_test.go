@@ -98,6 +98,9 @@ func TestEnvExample(t *testing.T) {
 		if !strings.Contains(e.comment, v.Meaning) {
 			t.Errorf("%s: the comment above does not give its meaning %q", e.name, v.Meaning)
 		}
+		if !slices.Contains(strings.Split(e.comment, "\n"), "# allowed: "+v.Allowed) {
+			t.Errorf("%s: the comment above does not say what it allows: %q", e.name, "# allowed: "+v.Allowed)
+		}
 	}
 }
 

@@ -8,16 +8,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/discovery"
 	"github.com/em340-bridge/em340-bridge/internal/brokertest"
+	"github.com/em340-bridge/em340-bridge/internal/testenv"
 	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 	"github.com/simonvetter/modbus"
+	"golang.org/x/sys/unix"
 )
 
 // bridgeBinary is built once per test run: tests that need the will must kill
@@ -223,6 +227,30 @@ func TestAddonCommandRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// A value the bridge rejects is reported by the option the user set, with
+// the other options it refers to named as options too.
+func TestAddonCommandNamesOptions(t *testing.T) {
+	options := filepath.Join(t.TempDir(), "options.json")
+	if err := os.WriteFile(options, []byte(`{"serial_device":"/dev/ttyUSB0","mqtt_url":"mqtt://broker:1883",
+		"modbus_address":"0","reconnect_min_delay":"10s","reconnect_max_delay":"5s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	code := run([]string{"addon", "-options", options}, nil, &bytes.Buffer{}, &stderr)
+	out := stderr.String()
+	if code != 2 {
+		t.Fatalf("exit %d, want 2: %s", code, out)
+	}
+	for _, want := range []string{`modbus_address="0"`, `reconnect_max_delay="5s"`, ">= reconnect_min_delay"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "EM340_") {
+		t.Errorf("stderr names variables the add-on's user never set:\n%s", out)
+	}
+}
+
 func TestWithVariablesReplacesEveryEM340Entry(t *testing.T) {
 	got := withVariables([]string{"PATH=/bin", "EM340_SERIAL_BAUD=19200", "TZ=UTC"}, []string{"EM340_SERIAL_BAUD=9600"})
 	want := []string{"PATH=/bin", "TZ=UTC", "EM340_SERIAL_BAUD=9600"}
@@ -286,4 +314,122 @@ func startSimulate(t *testing.T, want string, args ...string) *exec.Cmd {
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	return cmd
+}
+
+// The add-on image's entrypoint reads the options as root (the Supervisor
+// writes them root-only), then runs the bridge as -user in the group that
+// owns the host's serial nodes, holding no capability. Without a serial node
+// to learn that group from, it keeps root and says why.
+func TestAddonCommandDropsRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		testenv.Missing(t, "root", "the add-on starts as root: run the tests as root, as CI does")
+	}
+	broker := brokertest.Start(t)
+	for _, tc := range []struct {
+		name     string
+		node     bool // a ttyS0 of group 4242 under -dev
+		want     string
+		uid      string
+		groups   string
+		capsHeld bool
+	}{
+		{"serial group known", true, "running the bridge unprivileged", "65532", "4242", false},
+		{"serial group unknown", false, "keeping root", "0", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A place the bridge can write to once unprivileged.
+			shared, err := os.MkdirTemp("", "em340-addon-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = os.RemoveAll(shared) })
+			if err := os.Chmod(shared, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			dev := t.TempDir()
+			if tc.node {
+				if err := unix.Mknod(filepath.Join(dev, "ttyS0"), unix.S_IFCHR|0o660, int(unix.Mkdev(4, 64))); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chown(filepath.Join(dev, "ttyS0"), 0, 4242); err != nil {
+					t.Fatal(err)
+				}
+			}
+			options := filepath.Join(t.TempDir(), "options.json")
+			status := filepath.Join(shared, "status")
+			if err := os.WriteFile(options, []byte(`{"serial_device": "/dev/em340-no-such-adapter", "mqtt_url": "`+broker.URL()+
+				`", "mqtt_base_topic": "addon-user", "status_file": "`+status+`"}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bridgeBinary, "addon", "-options", options, "-user", "65532:65532", "-dev", dev)
+			var stderr syncBuffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				if _, err := os.Stat(status); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no status file from the bridge; stderr:\n%s", stderr.String())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, stderr.String())
+			}
+			proc, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "status"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			field := func(name string) []string {
+				for line := range strings.Lines(string(proc)) {
+					if v, ok := strings.CutPrefix(line, name+":"); ok {
+						return strings.Fields(v)
+					}
+				}
+				t.Fatalf("no %s in /proc/<pid>/status", name)
+				return nil
+			}
+			for _, id := range append(field("Uid"), field("Gid")...) {
+				if id != tc.uid {
+					t.Errorf("Uid %v Gid %v, want all %s", field("Uid"), field("Gid"), tc.uid)
+					break
+				}
+			}
+			if got := strings.Join(field("Groups"), " "); tc.uid != "0" && got != tc.groups {
+				t.Errorf("supplementary groups %q, want %q", got, tc.groups)
+			}
+			if held := field("CapEff")[0] != "0000000000000000"; held != tc.capsHeld {
+				t.Errorf("effective capabilities %s, want held: %v", field("CapEff")[0], tc.capsHeld)
+			}
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("exit after SIGTERM: %v; stderr:\n%s", err, stderr.String())
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -90,13 +90,16 @@ func mqttConfig(cfg config.Config, topics discovery.Topics, pub *publisher) (aut
 	return c, nil
 }
 
-// connectHint says what a user can do about a refused connection.
+// connectHint says what a user can do about a failed connection. autopaho
+// speaks MQTT 5 only, so a refusal carries a v5 reason code.
 func connectHint(err error) string {
 	var refused *autopaho.ConnackError
 	if errors.As(err, &refused) {
 		switch refused.ReasonCode {
-		case 0x86, 0x87, 0x04, 0x05: // bad user name or password, not authorized (v5 and v3 codes)
+		case 0x86, 0x87: // bad user name or password, not authorized (Mosquitto answers 0x87)
 			return "the broker refused the login: check EM340_MQTT_USERNAME and EM340_MQTT_PASSWORD (or EM340_MQTT_PASSWORD_FILE)"
+		case 0x85: // client identifier not valid
+			return "the broker refused the client id: check EM340_MQTT_CLIENT_ID"
 		}
 		return "the broker refused the connection"
 	}

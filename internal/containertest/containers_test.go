@@ -2,16 +2,21 @@ package containertest
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/em340-bridge/em340-bridge/discovery"
 	"github.com/em340-bridge/em340-bridge/internal/brokertest"
 	"github.com/em340-bridge/em340-bridge/internal/testenv"
+	"github.com/em340-bridge/em340-bridge/meter"
+	"github.com/em340-bridge/em340-bridge/meter/emsim"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,7 +36,7 @@ func TestImageHealth(t *testing.T) {
 	}
 
 	broker := brokertest.Start(t)
-	id := e.run(t, "run", "-d", "--network", "host",
+	id := e.start(t, "health", "--network", "host",
 		"--health-interval", "1s", "--health-timeout", "5s", "--health-retries", "2", "--health-start-period", "1s",
 		"-e", "EM340_MQTT_URL="+broker.URL(),
 		"-e", "EM340_SERIAL_DEVICE=/dev/em340ct-no-such-adapter",
@@ -39,11 +44,6 @@ func TestImageHealth(t *testing.T) {
 		"-e", "EM340_RECONNECT_MIN_DELAY=500ms", "-e", "EM340_RECONNECT_MAX_DELAY=1s", "-e", "EM340_POLL_INTERVAL=1s",
 		"-e", "EM340_MODBUS_TIMEOUT=1s", "-e", "EM340_STALL_TIMEOUT=3s",
 		image)
-	t.Cleanup(func() {
-		if out, err := exec.Command(e.docker, "rm", "--force", id).CombinedOutput(); err != nil {
-			t.Errorf("removing container: %v: %s", err, out)
-		}
-	})
 	e.waitHealth(t, id, "healthy")
 	var st containerState
 	e.inspect(t, "container", id, &st)
@@ -201,8 +201,12 @@ func serialNodes(t *testing.T, e *engine, compose func(...string) *exec.Cmd) {
 
 // addon/Dockerfile builds from the folder alone on top of the bridge image
 // (as the release workflow builds it, and the Supervisor would), and the
-// image runs the add-on: options from /data/options.json, status file on
-// the tmpfs /tmp the Supervisor mounts, health check healthy with the
+// image runs as the Supervisor runs it (docker/app.py): options.json
+// root-only in /data, the host's /dev bound read-only, tmpfs /tmp, tini.
+// The bridge drops root for 65532 in the group of the host's serial nodes,
+// holding no capability; it opens an adapter plugged in after the start
+// (the simulator, laid out under the bound /dev as udev lays out an
+// adapter) and publishes the meter; its health check goes healthy with the
 // broker and unhealthy without.
 func TestAddonImage(t *testing.T) {
 	e := newEngine(t)
@@ -219,30 +223,107 @@ func TestAddonImage(t *testing.T) {
 		}
 	}
 	e.inspect(t, "image", image, &cfg)
-	if got := strings.Join(cfg.Config.Entrypoint, " "); got != "/em340-bridge addon" {
-		t.Errorf("entrypoint %q, want /em340-bridge addon", got)
+	if got := strings.Join(cfg.Config.Entrypoint, " "); got != "/em340-bridge addon -user 65532:65532" {
+		t.Errorf("entrypoint %q, want /em340-bridge addon -user 65532:65532", got)
 	}
 	if cfg.Config.Labels["io.hass.type"] != "app" || cfg.Config.Labels["io.hass.version"] != "0.0.0-containertest" {
 		t.Errorf("labels %v lack io.hass.type=app and io.hass.version", cfg.Config.Labels)
 	}
 
+	// The host's /dev as udev leaves it: a serial port in group dialout,
+	// the adapter not plugged in yet; the nodes runc wants, and the mount
+	// points Docker mounts on.
+	dialout := 20 // emsim gives its pty this group too
+	if g, err := user.LookupGroup("dialout"); err == nil {
+		dialout, _ = strconv.Atoi(g.Gid)
+	}
+	dev, err := os.MkdirTemp("", "em340ct-dev-")
+	must(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dev) })
+	must(t, os.Chmod(dev, 0o755))
+	for _, d := range []string{"pts", "shm", "mqueue"} {
+		must(t, os.Mkdir(filepath.Join(dev, d), 0o755))
+	}
+	for _, n := range []struct {
+		name         string
+		major, minor uint32
+	}{{"null", 1, 3}, {"zero", 1, 5}, {"random", 1, 8}, {"urandom", 1, 9}} {
+		must(t, unix.Mknod(filepath.Join(dev, n.name), unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))))
+		must(t, os.Chmod(filepath.Join(dev, n.name), 0o666))
+	}
+	must(t, unix.Mknod(filepath.Join(dev, "ttyS0"), unix.S_IFCHR|0o660, int(unix.Mkdev(4, 64))))
+	must(t, os.Chown(filepath.Join(dev, "ttyS0"), 0, dialout))
+
 	broker := brokertest.Start(t)
-	data := t.TempDir()
-	writeFile(t, filepath.Join(data, "options.json"), `{"serial_device": "/dev/em340ct-no-such-adapter",
-		"serial_baud": 9600, "serial_parity": "none", "serial_stop_bits": 1, "modbus_address": 1,
-		"poll_interval": "1s", "mqtt_base_topic": "`+name("addon")+`", "log_level": "info",
+	baseTopic := name("addon")
+	ha := brokertest.Subscribe(t, broker, baseTopic+"/#")
+	const byID = "usb-FTDI_FT232R_USB_UART_A10KXYZ-if00-port0"
+	data := t.TempDir() // root, 0700, as the Supervisor's
+	writeFile(t, filepath.Join(data, "options.json"), `{"serial_device": "/dev/serial/by-id/`+byID+`",
+		"serial_baud": "9600", "serial_parity": "none", "serial_stop_bits": "1", "modbus_address": "1",
+		"poll_interval": "1s", "mqtt_base_topic": "`+baseTopic+`", "log_level": "info",
 		"mqtt_url": "`+broker.URL()+`", "modbus_timeout": "1s", "reconnect_min_delay": "500ms",
 		"reconnect_max_delay": "1s", "stall_timeout": "3s"}`, 0o600)
-	id := e.run(t, "run", "-d", "--network", "host", "--init", "--tmpfs", "/tmp", "--read-only",
+	id := e.start(t, "addon", "--network", "host", "--init", "--tmpfs", "/tmp",
+		"--mount", "type=bind,source="+dev+",target=/dev,readonly",
+		// The simulator's pty stands in for the adapter: its major (136)
+		// instead of the usb-serial ones uart allows.
+		"--mount", "type=bind,source=/dev/pts,target=/dev/pts", "--device-cgroup-rule", "c 136:* rwm",
 		"--volume", data+":/data", "-e", "SUPERVISOR_TOKEN=unused",
 		"--health-interval", "1s", "--health-timeout", "5s", "--health-retries", "2", "--health-start-period", "1s",
 		image)
-	t.Cleanup(func() {
-		if out, err := exec.Command(e.docker, "rm", "--force", id).CombinedOutput(); err != nil {
-			t.Errorf("removing container: %v: %s", err, out)
+
+	// The bridge is tini's child.
+	var st containerState
+	e.inspect(t, "container", id, &st)
+	var bridge int
+	deadline := time.Now().Add(hang)
+	for {
+		logs, _ := exec.Command(e.docker, "logs", id).CombinedOutput() // the bridge logs to stderr
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", st.State.Pid, st.State.Pid))
+		bridge, _ = strconv.Atoi(strings.TrimSpace(string(children)))
+		if bridge != 0 && strings.Contains(string(logs), "running the bridge unprivileged") {
+			break
 		}
-	})
+		if time.Now().After(deadline) {
+			t.Fatalf("the bridge did not drop root:\n%s", logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	proc := processStatus(t, bridge)
+	if proc["Uid"] != "65532 65532 65532 65532" || proc["Gid"] != "65532 65532 65532 65532" {
+		t.Errorf("the bridge runs as Uid %s Gid %s, want 65532", proc["Uid"], proc["Gid"])
+	}
+	if proc["Groups"] != strconv.Itoa(dialout) {
+		t.Errorf("supplementary groups %q, want the serial nodes' %d", proc["Groups"], dialout)
+	}
+	if proc["CapEff"] != "0000000000000000" || proc["CapPrm"] != "0000000000000000" {
+		t.Errorf("capabilities effective %s permitted %s, want none", proc["CapEff"], proc["CapPrm"])
+	}
+
+	// Plugged in now: the adapter's node is the host's, in group dialout.
+	sim := emsim.New(emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021,
+		MeasurementMode: meter.MeasurementModeB, FirmwareVersion: 1})
+	must(t, sim.StartTree(emsim.DevTree{Root: dev, ByID: byID}))
+	t.Cleanup(func() { _ = sim.Close() })
+	topics, err := discovery.NewTopics(baseTopic, "homeassistant", "235411W")
+	must(t, err)
+	ha.Wait(0, topics.MeterState(), func(p string) bool { return strings.Contains(p, `"energy_import":`) }, hang)
+
 	e.waitHealth(t, id, "healthy")
 	broker.Stop()
 	e.waitHealth(t, id, "unhealthy")
+}
+
+// processStatus is /proc/<pid>/status as name → value, fields joined by one space.
+func processStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	must(t, err)
+	m := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(line, ":")
+		m[k] = strings.Join(strings.Fields(v), " ")
+	}
+	return m
 }

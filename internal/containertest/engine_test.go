@@ -108,6 +108,22 @@ func name(kind string) string {
 	return fmt.Sprintf("em340ct-%s-%d-%d", kind, os.Getpid(), time.Now().UnixNano()%1e6)
 }
 
+// start runs a container in the background (docker run -d args…) and
+// removes it when the test ends, even one that was created but failed to
+// start; it returns the container's name.
+func (e *engine) start(t *testing.T, kind string, args ...string) string {
+	t.Helper()
+	container := name(kind)
+	t.Cleanup(func() {
+		out, err := exec.Command(e.docker, "rm", "--force", container).CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "No such container") {
+			t.Errorf("removing container %s: %v: %s", container, err, out)
+		}
+	})
+	e.run(t, append([]string{"run", "--detach", "--name", container}, args...)...)
+	return container
+}
+
 // removeImage untags image when the test ends; its layers stay cached.
 func (e *engine) removeImage(t *testing.T, image string) {
 	t.Cleanup(func() {
