@@ -93,6 +93,7 @@ func TestOptionValuesReachTheBridge(t *testing.T) {
 			if !slices.Contains(environ, want) {
 				t.Errorf("Environ = %q, want %s", environ, want)
 			}
+			mustLoad(t, environ) // and the bridge takes what the Supervisor let through
 		})
 	}
 }
