@@ -49,6 +49,9 @@ func (l *Link) beginOutage(cause Cause, detail string) {
 		l.lostAt = now
 		l.outageID++
 		l.status.State, l.status.Cause, l.status.Detail, l.status.Since = Reconnecting, cause, detail, now
+		for i := range l.status.Units { // none answers on a line that is gone
+			l.status.Units[i] = UnitStatus{Unit: l.status.Units[i].Unit}
+		}
 		id := l.outageID
 		if l.offlineTimer != nil {
 			l.offlineTimer.Stop()
