@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -237,6 +238,43 @@ func TestGatewayRefusedAtStart(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatalf("no connection refused; now %+v", l.Status())
+		}
+	}
+}
+
+// The errors a dial and a connection really give are named as a user reads them.
+func TestClassifyGateway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := ln.Addr().String()
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	refusing := closed.Addr().String()
+	_ = closed.Close()
+	defer ln.Close()
+	dial := func(addr string, timeout time.Duration) error {
+		c, err := (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
+	}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want Cause
+	}{
+		{"nothing listens", dial(refusing, time.Second), CauseGatewayRefused},
+		{"no answer in time", dial(open, time.Nanosecond), CauseGatewayTimeout},
+		{"closed by the gateway", gatewayError(io.EOF), CauseGatewayClosed},
+		{"not Modbus TCP", errGatewayOutOfStep, CauseGatewayClosed},
+	} {
+		if tt.err == nil {
+			t.Fatalf("%s: the dial succeeded", tt.name)
+		}
+		if got := classifyGateway(tt.err); got != tt.want {
+			t.Errorf("%s (%v): %q, want %q", tt.name, tt.err, got, tt.want)
 		}
 	}
 }
