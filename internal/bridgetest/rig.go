@@ -144,7 +144,8 @@ func Start(ctx context.Context, o Options) (_ *Rig, err error) {
 	return r, nil
 }
 
-// StartBridge runs the bridge with r.Config, as the binary would.
+// StartBridge runs the bridge with r.Config, as the binary would: with
+// Options.NoBridge, or again after StopBridge.
 func (r *Rig) StartBridge() {
 	log := r.opts.Logger
 	if log == nil {
