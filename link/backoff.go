@@ -47,21 +47,3 @@ func (b ReconnectBackoff) delayType(offline, grace, redial func() bool) retry.De
 		return d
 	}
 }
-
-// WaitAfterReplug is how long a retry loop on this schedule, with no device
-// watch, sits idle when the device returns outage after the loss: its attempts
-// fall at the loss and at the running sums of Delay(1), Delay(2), …, and it
-// notices the device only at the first of them at or after outage. (The
-// attempts' own duration is ignored, which favours the schedule.) It is what
-// the predecessor's users waited, and what the link's directory watch removes.
-func (b ReconnectBackoff) WaitAfterReplug(outage time.Duration) time.Duration {
-	var at time.Duration
-	for n := uint(1); at < outage; n++ {
-		d := b.Delay(n)
-		if d <= 0 {
-			return 0 // a schedule without waits retries all the time
-		}
-		at += d
-	}
-	return at - outage
-}

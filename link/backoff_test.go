@@ -43,29 +43,6 @@ func TestDelayTypeWaitsTheMaximumOnceOffline(t *testing.T) {
 	}
 }
 
-func TestWaitAfterReplug(t *testing.T) {
-	predecessor := ReconnectBackoff{Min: 2 * time.Second, Max: 60 * time.Second, Factor: 1.5}
-	tests := []struct{ outage, wait time.Duration }{
-		{0, 0},
-		{time.Second, time.Second}, // next try at 2 s
-		{2 * time.Second, 0},       // replugged just as it tries
-		{6 * time.Second, 3500 * time.Millisecond}, // next try at 9.5 s
-		// 0, 2, 5, 9.5, 16.25, 26.375, 41.5625, 64.34375, 98.515625, 149.7734375,
-		// then every 60 s: 629.7734375 is the first at or after 10 minutes.
-		{10 * time.Minute, 29773437500},
-	}
-	for _, tt := range tests {
-		if got := predecessor.WaitAfterReplug(tt.outage); got != tt.wait {
-			t.Errorf("outage %s: waits %s, want %s", tt.outage, got, tt.wait)
-		}
-	}
-	for outage := time.Duration(0); outage < time.Hour; outage += 7 * time.Second {
-		if w := predecessor.WaitAfterReplug(outage); w < 0 || w > time.Minute {
-			t.Fatalf("outage %s: waits %s, outside 0–60 s", outage, w)
-		}
-	}
-}
-
 func TestDelayTypeIsShortDuringPermissionGrace(t *testing.T) {
 	b := ReconnectBackoff{Min: time.Second, Max: time.Minute, Factor: 2}
 	grace := true

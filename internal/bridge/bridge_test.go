@@ -1,4 +1,4 @@
-package bridge
+package bridge_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/bridge"
 	"github.com/em340-bridge/em340-bridge/internal/brokertest"
 	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
@@ -20,8 +21,8 @@ import (
 func TestDiscoveryAndValues(t *testing.T) {
 	r := newRig(t, rigOptions{sim: emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021,
 		MeasurementMode: meter.MeasurementModeB, FirmwareVersion: 1, FirmwareRevision: 2, Static: true}})
-	bridgeCfg := r.ha.Wait(0, r.topics.BridgeConfig(), nil, wait)
-	meterCfg := r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	bridgeCfg := r.ha.Wait(0, r.Topics.BridgeConfig(), nil, wait)
+	meterCfg := r.ha.Wait(0, r.Topics.MeterConfig(), nil, wait)
 	if !bridgeCfg.Retain || !meterCfg.Retain {
 		t.Error("discovery configs must be retained")
 	}
@@ -53,9 +54,9 @@ func TestDiscoveryAndValues(t *testing.T) {
 	// Values equal what the simulator served, scaled by the register table.
 	state := r.confirmedState(0)
 	for _, reg := range meter.Registers() {
-		want := r.sim.Value(reg.Key)
+		want := r.Sim.Value(reg.Key)
 		if reg.FineAddr != 0 {
-			want = r.sim.FineValue(reg.Key)
+			want = r.Sim.FineValue(reg.Key)
 		}
 		got, ok := state[reg.Key]
 		if !ok {
@@ -76,28 +77,28 @@ func TestDiscoveryAndValues(t *testing.T) {
 	if state[discovery.KeyMeasurementMode] != "B" {
 		t.Errorf("measurement mode %v", state[discovery.KeyMeasurementMode])
 	}
-	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
-	r.ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.Topics.BridgeAvailability(), brokertest.Equals("online"), wait)
 }
 
 func TestUnplugMakesMeasurementsUnavailableAndReplugResumes(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 	mark := r.ha.Mark()
-	if err := r.sim.Unplug(); err != nil {
+	if err := r.Sim.Unplug(); err != nil {
 		t.Fatal(err)
 	}
 	lost := r.linkState(mark, "reconnecting")
 	if lost["cause"] != "adapter missing" {
 		t.Errorf("cause %v", lost["cause"])
 	}
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("offline"), wait)
 	time.Sleep(600 * time.Millisecond) // a poll interval or so: nothing may be published meanwhile
-	if m, _ := r.ha.Last(r.topics.MeterState()); m.At.After(time.Now().Add(-400 * time.Millisecond)) {
+	if m, _ := r.ha.Last(r.Topics.MeterState()); m.At.After(time.Now().Add(-400 * time.Millisecond)) {
 		t.Errorf("a state was published while unplugged: %s", m.Payload)
 	}
 	mark = r.ha.Mark()
-	if err := r.sim.Replug(); err != nil {
+	if err := r.Sim.Replug(); err != nil {
 		t.Fatal(err)
 	}
 	on := r.linkState(mark, "online")
@@ -105,25 +106,25 @@ func TestUnplugMakesMeasurementsUnavailableAndReplugResumes(t *testing.T) {
 		t.Errorf("link after replug %v", on)
 	}
 	r.state(mark)
-	avail := r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
-	stateMsg, _ := r.ha.Last(r.topics.MeterState())
-	if avail.At.Before(r.ha.Wait(mark, r.topics.MeterState(), nil, wait).At) {
+	avail := r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	stateMsg, _ := r.ha.Last(r.Topics.MeterState())
+	if avail.At.Before(r.ha.Wait(mark, r.Topics.MeterState(), nil, wait).At) {
 		t.Errorf("meter marked available before a fresh reading was published (%v < %v)", avail.At, stateMsg.At)
 	}
 }
 
 func TestStartedUnpluggedShowsBridgeAtOnce(t *testing.T) {
 	r := newRig(t, rigOptions{unplug: true})
-	r.ha.Wait(0, r.topics.BridgeConfig(), nil, wait)
+	r.ha.Wait(0, r.Topics.BridgeConfig(), nil, wait)
 	r.linkState(0, "reconnecting")
 	time.Sleep(300 * time.Millisecond)
-	if _, ok := r.ha.Last(r.topics.MeterConfig()); ok {
+	if _, ok := r.ha.Last(r.Topics.MeterConfig()); ok {
 		t.Fatal("meter announced before it answered")
 	}
-	if err := r.sim.Replug(); err != nil {
+	if err := r.Sim.Replug(); err != nil {
 		t.Fatal(err)
 	}
-	r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	r.ha.Wait(0, r.Topics.MeterConfig(), nil, wait)
 	r.state(0)
 }
 
@@ -132,7 +133,7 @@ func TestDeviceIDAnnouncesTheMeterAtOnce(t *testing.T) {
 	topics, _ := discovery.NewTopics("em340", "homeassistant", "kitchen")
 	r.ha.Wait(0, topics.MeterConfig(), nil, wait)
 	r.ha.Wait(0, topics.MeterAvailability(), brokertest.Equals("offline"), wait)
-	if err := r.sim.Replug(); err != nil {
+	if err := r.Sim.Replug(); err != nil {
 		t.Fatal(err)
 	}
 	r.ha.Wait(0, topics.MeterState(), nil, wait)
@@ -144,8 +145,8 @@ func TestGlitchesAreNeverPublished(t *testing.T) {
 	first := r.confirmedState(0)
 	total := first["energy_import"].(float64)
 	mark := r.ha.Mark()
-	r.sim.GlitchEnergy(2)
-	if err := r.sim.Sentinel("voltage_l2_n"); err != nil {
+	r.Sim.GlitchEnergy(2)
+	if err := r.Sim.Sentinel("voltage_l2_n"); err != nil {
 		t.Fatal(err)
 	}
 	// Several snapshots pass with the glitches in place.
@@ -153,11 +154,11 @@ func TestGlitchesAreNeverPublished(t *testing.T) {
 	for time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	r.sim.ClearSentinel()
+	r.Sim.ClearSentinel()
 	r.state(r.ha.Mark()) // the bridge is still publishing
 	var seen int
-	for _, m := range r.ha.Messages()[mark:] {
-		if m.Topic != r.topics.MeterState() {
+	for _, m := range r.ha.Messages(0)[mark:] {
+		if m.Topic != r.Topics.MeterState() {
 			continue
 		}
 		seen++
@@ -182,28 +183,28 @@ func TestBrokerRestartRepublishes(t *testing.T) {
 	r.state(0)
 	r.broker.Restart()
 	ha := brokertest.Subscribe(t, r.broker, "#") // the old subscriber died with the broker
-	ha.Wait(0, r.topics.BridgeConfig(), nil, wait)
-	ha.Wait(0, r.topics.MeterConfig(), nil, wait)
-	ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
-	ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
-	ha.Wait(0, r.topics.Link(), nil, wait)
-	ha.Wait(0, r.topics.MeterState(), nil, wait)
+	ha.Wait(0, r.Topics.BridgeConfig(), nil, wait)
+	ha.Wait(0, r.Topics.MeterConfig(), nil, wait)
+	ha.Wait(0, r.Topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	ha.Wait(0, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	ha.Wait(0, r.Topics.Link(), nil, wait)
+	ha.Wait(0, r.Topics.MeterState(), nil, wait)
 }
 
 func TestHABirthRepublishesDiscovery(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	r.ha.Wait(0, r.Topics.MeterConfig(), nil, wait)
 	r.state(0)
 	mark := r.ha.Mark()
 	r.ha.Publish("homeassistant/status", "online", false)
-	r.ha.Wait(mark, r.topics.BridgeConfig(), nil, wait)
-	r.ha.Wait(mark, r.topics.MeterConfig(), nil, wait)
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(mark, r.Topics.BridgeConfig(), nil, wait)
+	r.ha.Wait(mark, r.Topics.MeterConfig(), nil, wait)
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 }
 
 func TestCleanShutdownPublishesOffline(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	r.ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.Topics.BridgeAvailability(), brokertest.Equals("online"), wait)
 	mark := r.ha.Mark()
 	start := time.Now()
 	if err := r.stop(); err != nil {
@@ -212,7 +213,7 @@ func TestCleanShutdownPublishesOffline(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("shutdown took %s; SIGTERM must end the bridge within two seconds", d)
 	}
-	m := r.ha.Wait(mark, r.topics.BridgeAvailability(), brokertest.Equals("offline"), wait)
+	m := r.ha.Wait(mark, r.Topics.BridgeAvailability(), brokertest.Equals("offline"), wait)
 	if !m.Retain {
 		t.Error("offline not retained")
 	}
@@ -230,9 +231,9 @@ func TestStalledLoopExits(t *testing.T) {
 	}
 	r := newRig(t, rigOptions{hook: hook, env: []string{"EM340_STALL_TIMEOUT=2s"}})
 	select {
-	case err := <-r.done:
-		r.cancel = nil
-		if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), "poll") {
+	case <-r.Exited():
+		err := r.stop()
+		if !errors.Is(err, bridge.ErrStalled) || !strings.Contains(err.Error(), "poll") {
 			t.Fatalf("Run = %v, want a stalled poll loop", err)
 		}
 	case <-time.After(wait):
@@ -245,7 +246,7 @@ func TestHealthWhileReconnecting(t *testing.T) {
 	r.linkState(0, "reconnecting")
 	deadline := time.Now().Add(wait)
 	for {
-		st, err := CheckHealth(r.cfg.StatusFile, r.cfg.StallTimeout, time.Now())
+		st, err := bridge.CheckHealth(r.Config.StatusFile, r.Config.StallTimeout, time.Now())
 		if err == nil && st.MQTTConnected && st.Link == "reconnecting" {
 			break // healthy: a restart would not bring the adapter back
 		}
@@ -256,11 +257,11 @@ func TestHealthWhileReconnecting(t *testing.T) {
 	}
 	r.broker.Stop()
 	time.Sleep(2500 * time.Millisecond) // the limit comes from the status file, not the checker's setting
-	if _, err := CheckHealth(r.cfg.StatusFile, time.Hour, time.Now()); err == nil || !strings.Contains(err.Error(), "MQTT") {
+	if _, err := bridge.CheckHealth(r.Config.StatusFile, time.Hour, time.Now()); err == nil || !strings.Contains(err.Error(), "MQTT") {
 		t.Fatalf("broker down for longer than the limit, health %v", err)
 	}
 	_ = r.stop()
-	if _, err := CheckHealth(r.cfg.StatusFile, time.Hour, time.Now().Add(3*time.Second)); err == nil {
+	if _, err := bridge.CheckHealth(r.Config.StatusFile, time.Hour, time.Now().Add(3*time.Second)); err == nil {
 		t.Fatal("a bridge that stopped reporting is healthy")
 	}
 }
@@ -297,13 +298,13 @@ func TestReadingsDuringABrokerOutageAreNotReplayed(t *testing.T) {
 	hold.Store(true)
 	r.broker.Restart()
 	ha := brokertest.Subscribe(t, r.broker, "#")
-	ha.Wait(0, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	ha.Wait(0, r.Topics.BridgeAvailability(), brokertest.Equals("online"), wait)
 	time.Sleep(500 * time.Millisecond) // the reconnect's republishing is done
 	close(release)
-	ha.Wait(0, r.topics.MeterState(), nil, wait)
+	ha.Wait(0, r.Topics.MeterState(), nil, wait)
 	stale := string(discovery.State(during, id))
-	for _, m := range ha.Messages() {
-		if m.Topic == r.topics.MeterState() && m.Payload == stale {
+	for _, m := range ha.Messages(0) {
+		if m.Topic == r.Topics.MeterState() && m.Payload == stale {
 			t.Fatalf("the reading taken %s into the broker outage was published after it", during.Time.Sub(down).Round(time.Millisecond))
 		}
 	}
@@ -312,7 +313,7 @@ func TestReadingsDuringABrokerOutageAreNotReplayed(t *testing.T) {
 // TLS to the broker, verified against EM340_MQTT_CA_FILE.
 func TestTLSBroker(t *testing.T) {
 	r := newRig(t, rigOptions{tls: true})
-	r.ha.Wait(0, r.topics.MeterConfig(), nil, wait)
+	r.ha.Wait(0, r.Topics.MeterConfig(), nil, wait)
 	r.state(0)
 }
 
@@ -321,26 +322,26 @@ func TestTLSBroker(t *testing.T) {
 func TestDifferentMeterBecomesItsOwnDevice(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	r.state(0)
-	if err := r.sim.Unplug(); err != nil {
+	if err := r.Sim.Unplug(); err != nil {
 		t.Fatal(err)
 	}
-	r.sim.SetSerial("999999X")
+	r.Sim.SetSerial("999999X")
 	mark := r.ha.Mark()
-	if err := r.sim.Replug(); err != nil {
+	if err := r.Sim.Replug(); err != nil {
 		t.Fatal(err)
 	}
 	other, _ := discovery.NewTopics("em340", "homeassistant", "999999X")
 	r.ha.Wait(mark, other.MeterConfig(), nil, wait)
 	r.ha.Wait(mark, other.MeterState(), nil, wait)
 	r.ha.Wait(mark, other.MeterAvailability(), brokertest.Equals("online"), wait)
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait)
-	r.ha.Wait(mark, r.topics.MeterConfig(), brokertest.Equals(""), wait) // the replaced meter's device is removed
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	r.ha.Wait(mark, r.Topics.MeterConfig(), brokertest.Equals(""), wait) // the replaced meter's device is removed
 	link := r.linkState(mark, "online")
 	if cause, _ := link["cause"].(string); !strings.Contains(cause, "wrong meter") || !strings.Contains(cause, "999999X") {
 		t.Errorf("link cause %q", cause)
 	}
-	for _, m := range r.ha.Messages()[mark:] {
-		if m.Topic == r.topics.MeterState() {
+	for _, m := range r.ha.Messages(0)[mark:] {
+		if m.Topic == r.Topics.MeterState() {
 			t.Fatalf("the new meter's values went to the old meter's device: %s", m.Payload)
 		}
 	}
@@ -359,7 +360,7 @@ func TestReconnectTakesTheFewestRequests(t *testing.T) {
 	}
 	before := func(at time.Time) []emsim.Request {
 		var out []emsim.Request
-		for _, q := range r.sim.Requests() {
+		for _, q := range r.Sim.Requests() {
 			if q.Time.Before(at) {
 				out = append(out, q)
 			}
@@ -374,17 +375,17 @@ func TestReconnectTakesTheFewestRequests(t *testing.T) {
 		{"same meter", "", 1 + len(plan)},
 		{"different meter", "999999X", 1 + 5 + len(plan)}, // the serial, then the rest of the identity
 	} {
-		if err := r.sim.Unplug(); err != nil {
+		if err := r.Sim.Unplug(); err != nil {
 			t.Fatal(err)
 		}
-		topics := r.topics
+		topics := r.Topics
 		if tc.serial != "" {
-			r.sim.SetSerial(tc.serial)
-			topics, _ = discovery.NewTopics(r.cfg.MQTTBaseTopic, r.cfg.HADiscoveryPrefix, tc.serial)
+			r.Sim.SetSerial(tc.serial)
+			topics, _ = discovery.NewTopics(r.Config.MQTTBaseTopic, r.Config.HADiscoveryPrefix, tc.serial)
 		}
-		r.sim.ResetRequests()
+		r.Sim.ResetRequests()
 		mark := r.ha.Mark()
-		if err := r.sim.Replug(); err != nil {
+		if err := r.Sim.Replug(); err != nil {
 			t.Fatal(err)
 		}
 		first := r.ha.Wait(mark, topics.MeterState(), nil, wait)
@@ -402,5 +403,8 @@ func TestReconnectTakesTheFewestRequests(t *testing.T) {
 				t.Errorf("%s: request %d read %04Xh+%d, want the snapshot's %04Xh+%d", tc.name, tc.want-len(plan)+i, q.Addr, q.Count, b.Start, b.Count)
 			}
 		}
+		// The refresh runs before the next poll: once the next state is in,
+		// it is done and cannot straddle the next case's unplug.
+		r.ha.Wait(r.ha.Mark(), topics.MeterState(), nil, wait)
 	}
 }

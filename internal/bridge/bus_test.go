@@ -1,14 +1,10 @@
-package bridge
+package bridge_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,90 +13,23 @@ import (
 
 	"github.com/em340-bridge/em340-bridge/discovery"
 	"github.com/em340-bridge/em340-bridge/internal/brokertest"
-	"github.com/em340-bridge/em340-bridge/internal/config"
 	"github.com/em340-bridge/em340-bridge/internal/hass"
 	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
-// busRig is the whole bridge reading several simulated meters on one line:
-// a pty in udev's tree, or a gateway on loopback, with Mosquitto and a
-// subscriber that reads what HA would read.
+// busRig is the whole bridge reading several simulated meters on one line
+// (udev's tree, or a gateway on loopback): the test rig with more meters.
 type busRig struct {
-	t      *testing.T
-	broker *brokertest.Broker
-	ha     *brokertest.Subscriber
-	bus    *emsim.Bus
-	sims   []*emsim.Sim // in EM340_MODBUS_ADDRESS's order
-	cfg    config.Config
-	cancel context.CancelFunc
-	done   chan error
+	*rig
+	opts []emsim.Options
 }
 
-// newBusRig starts a bridge for the meters opts describe; plug puts the bus
-// on a line and returns the EM340_SERIAL_DEVICE for it (nil: udev's tree and
-// its by-id link).
-func newBusRig(t *testing.T, opts []emsim.Options, plug func(*emsim.Bus) string, env ...string) *busRig {
+func newBusRig(t *testing.T, opts []emsim.Options, gateway emsim.Framing) *busRig {
 	t.Helper()
-	r := &busRig{t: t, done: make(chan error, 1)}
-	r.broker = brokertest.Start(t)
-	r.ha = brokertest.Subscribe(t, r.broker, "#")
-	var addrs []string
-	for _, o := range opts {
-		s := emsim.New(o)
-		r.sims = append(r.sims, s)
-		addrs = append(addrs, strconv.Itoa(int(o.Address)))
-	}
-	var err error
-	if r.bus, err = emsim.NewBus(r.sims...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.bus.Close() })
-	dir := t.TempDir()
-	if plug == nil {
-		plug = func(b *emsim.Bus) string {
-			root := filepath.Join(dir, "dev")
-			if err := os.Mkdir(root, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.StartTree(emsim.DevTree{Root: root}); err != nil {
-				t.Fatal(err)
-			}
-			return b.ByIDPath()
-		}
-	}
-	env = append([]string{
-		"EM340_SERIAL_DEVICE=" + plug(r.bus),
-		"EM340_MODBUS_ADDRESS=" + strings.Join(addrs, ","),
-		"EM340_SERIAL_BAUD=115200",
-		"EM340_MODBUS_TIMEOUT=600ms",
-		"EM340_POLL_INTERVAL=500ms",
-		"EM340_MQTT_URL=" + r.broker.URL(),
-		"EM340_RECONNECT_MIN_DELAY=50ms",
-		"EM340_RECONNECT_MAX_DELAY=1s",
-		"EM340_STATUS_FILE=" + filepath.Join(dir, "status"),
-		"EM340_STALL_TIMEOUT=10s",
-	}, env...)
-	if r.cfg, err = config.Load(env); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("EM340_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	opts2 := Options{Config: r.cfg, Version: "test", Logger: log, BirthDelay: func() time.Duration { return 0 }}
-	go func() { r.done <- Run(ctx, opts2) }()
-	t.Cleanup(func() {
-		r.cancel()
-		select {
-		case <-r.done:
-		case <-time.After(wait):
-			t.Error("bridge did not stop")
-		}
-	})
-	return r
+	r := newRig(t, rigOptions{sim: opts[0], more: opts[1:], gateway: gateway, byID: gateway == 0,
+		env: []string{"EM340_STALL_TIMEOUT=10s"}})
+	return &busRig{rig: r, opts: opts}
 }
 
 // meterOpts is a meter of the family at addr, serial derived from it.
@@ -111,35 +40,17 @@ func meterOpts(addr byte, model uint16, system uint16) emsim.Options {
 
 func (r *busRig) topics(i int) discovery.Topics {
 	r.t.Helper()
-	s := fmt.Sprintf("%06dW", 100000+int(r.cfg.ModbusAddresses[i]))
-	tp, err := discovery.NewTopics(r.cfg.MQTTBaseTopic, r.cfg.HADiscoveryPrefix, s)
+	tp, err := r.MeterTopics(r.opts[i].Serial)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	return tp
 }
 
-// recorded is what HA has from every message so far; a warning HA would log fails the test.
-func (r *busRig) recorded() *hass.HA {
-	r.t.Helper()
-	h := hass.New(r.cfg.HADiscoveryPrefix)
-	for _, m := range r.ha.Messages() {
-		if err := h.Apply(hass.Message{Topic: m.Topic, Payload: []byte(m.Payload), Retain: m.Retain, At: m.At}); err != nil {
-			r.t.Errorf("HA would warn at %s: %v", m.At.Format("15:04:05.000"), err)
-		}
-	}
-	return h
-}
-
 // confirmed waits, after mark, for a state of meter i with its energy totals.
 func (r *busRig) confirmed(mark, i int) map[string]any {
 	r.t.Helper()
-	m := r.ha.Wait(mark, r.topics(i).MeterState(), func(p string) bool { return strings.Contains(p, `"energy_import":`) }, wait)
-	var v map[string]any
-	if err := json.Unmarshal([]byte(m.Payload), &v); err != nil {
-		r.t.Fatal(err)
-	}
-	return v
+	return decode(r.t, r.ha.Wait(mark, r.topics(i).MeterState(), func(p string) bool { return strings.Contains(p, `"energy_import":`) }, wait))
 }
 
 func (r *busRig) availability(mark, i int, want string) {
@@ -150,38 +61,38 @@ func (r *busRig) availability(mark, i int, want string) {
 // Three meters on one bus are three HA devices via the bridge; every poll
 // reads each meter's planned blocks and nothing else.
 func TestThreeMetersOnOneBus(t *testing.T) {
-	r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0), meterOpts(5, 0, 0)}, nil)
-	for i := range r.sims {
+	r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0), meterOpts(5, 0, 0)}, 0)
+	for i := range r.Sims {
 		r.availability(0, i, "online")
 		r.confirmed(0, i)
 	}
 	// Each meter its own values: not another meter's reply under its name.
-	for i, s := range r.sims {
+	for i, s := range r.Sims {
 		if err := s.Set("power", float64(1000*(i+1))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	mark := r.ha.Mark()
-	for i := range r.sims {
+	for i := range r.Sims {
 		want := fmt.Sprintf(`"power":%d.0`, 1000*(i+1))
 		r.ha.Wait(mark, r.topics(i).MeterState(), func(p string) bool { return strings.Contains(p, want) }, wait)
 	}
 
 	// Steady state: each meter's poll is its three blocks, one meter after
 	// the other, so a poll costs the sum of their minimum.
-	for _, s := range r.sims {
+	for _, s := range r.Sims {
 		s.ResetRequests()
 	}
 	mark = r.ha.Mark()
 	for range 4 { // three whole polls at least
-		mark = indexAfter(r.ha, r.ha.Wait(mark, r.topics(2).MeterState(), nil, wait))
+		mark = indexAfter(r.ha, mark, r.ha.Wait(mark, r.topics(2).MeterState(), nil, wait))
 	}
 	var all []emsim.Request
-	for i, s := range r.sims {
+	for i, s := range r.Sims {
 		reqs := s.Requests()
 		var own []emsim.Request
 		for _, q := range reqs {
-			if q.Slave == r.cfg.ModbusAddresses[i] {
+			if q.Slave == r.Config.ModbusAddresses[i] {
 				own = append(own, q)
 			}
 		}
@@ -200,7 +111,7 @@ func TestThreeMetersOnOneBus(t *testing.T) {
 	// Between two snapshots of the first meter, each other meter is read once.
 	var starts []int
 	for k, q := range all {
-		if q.Slave == r.cfg.ModbusAddresses[0] && q.Addr == 0 {
+		if q.Slave == r.Config.ModbusAddresses[0] && q.Addr == 0 {
 			starts = append(starts, k)
 		}
 	}
@@ -213,7 +124,7 @@ func TestThreeMetersOnOneBus(t *testing.T) {
 	h := r.recorded()
 	var meterDevices int
 	for _, d := range h.Devices() {
-		if d != r.topicsBridgeConfig() {
+		if d != r.topics(0).BridgeConfig() {
 			meterDevices++
 		}
 	}
@@ -229,18 +140,17 @@ func indexOf(s []uint16, v uint16) int {
 	return 0
 }
 
-func (r *busRig) topicsBridgeConfig() string { return r.topics(0).BridgeConfig() }
 
 // A meter that stops answering goes unavailable alone, its status says why,
 // the link stays online and names it, and the other meters keep publishing;
 // it comes back by itself.
 func TestMutedMeterLeavesTheOthers(t *testing.T) {
-	r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0), meterOpts(5, 0, 0)}, nil)
-	for i := range r.sims {
+	r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0), meterOpts(5, 0, 0)}, 0)
+	for i := range r.Sims {
 		r.availability(0, i, "online")
 	}
 	mark := r.ha.Mark()
-	r.sims[1].Mute(true)
+	r.Sims[1].Mute(true)
 	r.availability(mark, 1, "offline")
 	r.ha.Wait(mark, r.topics(1).MeterStatus(), brokertest.Equals("meter not answering"), wait)
 	link := r.ha.Wait(mark, r.topics(0).Link(), func(p string) bool { return strings.Contains(p, "address 2") }, wait)
@@ -253,7 +163,7 @@ func TestMutedMeterLeavesTheOthers(t *testing.T) {
 	for _, i := range []int{0, 2} {
 		for range 3 {
 			m := r.ha.Wait(after, r.topics(i).MeterState(), nil, wait)
-			after = indexAfter(r.ha, m)
+			after = indexAfter(r.ha, after, m)
 		}
 	}
 
@@ -272,42 +182,41 @@ func TestMutedMeterLeavesTheOthers(t *testing.T) {
 	}
 
 	mark = r.ha.Mark()
-	r.sims[1].Mute(false)
+	r.Sims[1].Mute(false)
 	r.availability(mark, 1, "online")
 	r.ha.Wait(mark, r.topics(1).MeterStatus(), brokertest.Equals("online"), wait)
 	r.ha.Wait(mark, r.topics(1).MeterState(), nil, wait)
 }
 
-// indexAfter is the mark just after m.
-func indexAfter(s *brokertest.Subscriber, m brokertest.Message) int {
-	msgs := s.Messages()
-	for i := len(msgs) - 1; i >= 0; i-- {
-		if msgs[i].At.Equal(m.At) && msgs[i].Topic == m.Topic {
-			return i + 1
+// indexAfter is the mark just after m, which came after mark.
+func indexAfter(s *brokertest.Subscriber, mark int, m brokertest.Message) int {
+	for i, got := range s.Messages(mark) {
+		if got.At.Equal(m.At) && got.Topic == m.Topic {
+			return mark + i + 1
 		}
 	}
-	return len(msgs)
+	return s.Mark()
 }
 
 // Unplugging the adapter takes every meter down; the replug brings every one back.
 func TestUnplugTakesEveryMeterDown(t *testing.T) {
-	r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0), meterOpts(5, 0, 0)}, nil)
-	for i := range r.sims {
+	r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0), meterOpts(5, 0, 0)}, 0)
+	for i := range r.Sims {
 		r.availability(0, i, "online")
 	}
 	mark := r.ha.Mark()
-	if err := r.bus.Unplug(); err != nil {
+	if err := r.Bus.Unplug(); err != nil {
 		t.Fatal(err)
 	}
-	for i := range r.sims {
+	for i := range r.Sims {
 		r.availability(mark, i, "offline")
 		r.ha.Wait(mark, r.topics(i).MeterStatus(), func(p string) bool { return strings.HasPrefix(p, "link reconnecting") }, wait)
 	}
 	mark = r.ha.Mark()
-	if err := r.bus.Replug(); err != nil {
+	if err := r.Bus.Replug(); err != nil {
 		t.Fatal(err)
 	}
-	for i := range r.sims {
+	for i := range r.Sims {
 		r.availability(mark, i, "online")
 		r.ha.Wait(mark, r.topics(i).MeterState(), nil, wait)
 	}
@@ -344,7 +253,7 @@ func TestEachModelOfTheFamily(t *testing.T) {
 	for i, c := range cases {
 		opts = append(opts, meterOpts(byte(i+1), c.model, c.system))
 	}
-	r := newBusRig(t, opts, nil)
+	r := newBusRig(t, opts, 0)
 	for i := range cases {
 		r.confirmed(0, i)
 	}
@@ -387,7 +296,7 @@ func TestEachModelOfTheFamily(t *testing.T) {
 				}
 			}
 			// The values are the meter's, so its word order was read right.
-			want := r.sims[i].Value("voltage_l1_n")
+			want := r.Sims[i].Value("voltage_l1_n")
 			if v, _ := state["voltage_l1_n"].(float64); v < want-5 || v > want+5 {
 				t.Errorf("voltage_l1_n published %v, the meter holds about %v", state["voltage_l1_n"], want)
 			}
@@ -401,17 +310,9 @@ func TestEachModelOfTheFamily(t *testing.T) {
 func TestMetersBehindAGateway(t *testing.T) {
 	for _, f := range []emsim.Framing{emsim.RTUOverTCP, emsim.ModbusTCP} {
 		t.Run(f.String(), func(t *testing.T) {
-			var gw *emsim.Gateway
-			r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0)}, func(b *emsim.Bus) string {
-				g, err := emsim.ListenTCP("127.0.0.1:0", f, b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = g.Close() })
-				gw = g
-				return g.URL()
-			})
-			for i := range r.sims {
+			r := newBusRig(t, []emsim.Options{meterOpts(1, 0, 0), meterOpts(2, 0, 0)}, f)
+			gw := r.Gateway
+			for i := range r.Sims {
 				r.availability(0, i, "online")
 				r.confirmed(0, i)
 			}
@@ -420,14 +321,14 @@ func TestMetersBehindAGateway(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.ha.Wait(mark, r.topics(0).Link(), func(p string) bool { return strings.Contains(p, `"cause":"connection refused"`) }, wait)
-			for i := range r.sims {
+			for i := range r.Sims {
 				r.availability(mark, i, "offline")
 			}
 			mark = r.ha.Mark()
 			if err := gw.Restart(); err != nil {
 				t.Fatal(err)
 			}
-			for i := range r.sims {
+			for i := range r.Sims {
 				r.availability(mark, i, "online")
 			}
 			r.recorded()
@@ -438,10 +339,8 @@ func TestMetersBehindAGateway(t *testing.T) {
 // An existing single-meter installation keeps, end to end, every entity it
 // had (discovery/testdata/entity-ids-16eae21.txt): an upgrade renames nothing.
 func TestSingleMeterKeepsItsEntities(t *testing.T) {
-	opts := emsim.Options{Address: 1, Serial: "235411W", FineEnergy: true, ProductionYear: 2021, MeasurementMode: meter.MeasurementModeB}
-	r := newBusRig(t, []emsim.Options{opts}, nil)
-	tp, _ := discovery.NewTopics(r.cfg.MQTTBaseTopic, r.cfg.HADiscoveryPrefix, "235411W")
-	r.ha.Wait(0, tp.MeterState(), func(p string) bool { return strings.Contains(p, `"energy_import":`) }, wait)
+	r := newRig(t, rigOptions{byID: true})
+	r.confirmedState(0)
 	h := r.recorded()
 	f, err := os.Open("../../discovery/testdata/entity-ids-16eae21.txt")
 	if err != nil {

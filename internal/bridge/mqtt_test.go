@@ -26,6 +26,9 @@ import (
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
+// loginWait bounds every expectation: generous, it only detects a hang.
+const loginWait = 20 * time.Second
+
 const loginHint = "the broker refused the login: check EM340_MQTT_USERNAME and EM340_MQTT_PASSWORD (or EM340_MQTT_PASSWORD_FILE)"
 
 func TestConnectHint(t *testing.T) {
@@ -98,7 +101,7 @@ func TestRefusedLoginIsExplainedOnce(t *testing.T) {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(wait):
+		case <-time.After(loginWait):
 			t.Error("bridge did not stop")
 		}
 	})
@@ -170,10 +173,10 @@ func TestRefusedLoginIsExplainedOnce(t *testing.T) {
 // waitFor polls cond until it holds, failing after the hang bound.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
+	deadline := time.Now().Add(loginWait)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, wait)
+			t.Fatalf("no %s within %s", what, loginWait)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -380,7 +383,7 @@ func (b *loginBroker) subscribe(t *testing.T, user, pw string) *loginSubscriber 
 		func(pr paho.PublishReceived) (bool, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			s.msgs = append(s.msgs, hass.Message{Topic: pr.Packet.Topic, Payload: pr.Packet.Payload, Retain: pr.Packet.Retain, At: time.Now()})
+			s.msgs = append(s.msgs, hass.Message{Topic: pr.Packet.Topic, Payload: string(pr.Packet.Payload), Retain: pr.Packet.Retain, At: time.Now()})
 			return true, nil
 		},
 	}})
@@ -433,7 +436,7 @@ func (s *loginSubscriber) recorded(t *testing.T, prefix string) *hass.HA {
 	t.Helper()
 	h := hass.New(prefix)
 	for _, m := range s.messages() {
-		if err := h.Apply(m); err != nil {
+		if _, err := h.Apply(m); err != nil {
 			t.Errorf("HA would warn: %v", err)
 		}
 	}

@@ -1,4 +1,4 @@
-package bridge
+package bridge_test
 
 import (
 	"slices"
@@ -8,35 +8,13 @@ import (
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/bridge"
 	"github.com/em340-bridge/em340-bridge/internal/brokertest"
 	"github.com/em340-bridge/em340-bridge/internal/config"
 	"github.com/em340-bridge/em340-bridge/internal/hass"
 	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
-
-// recorded replays every message the subscriber saw into a model of Home
-// Assistant, failing the test on anything HA would warn about (an undefined
-// template key, an invalid state), and returns the model.
-func (r *rig) recorded() *hass.HA {
-	r.t.Helper()
-	h := hass.New(r.cfg.HADiscoveryPrefix)
-	for _, m := range r.ha.Messages() {
-		if err := h.Apply(hass.Message{Topic: m.Topic, Payload: []byte(m.Payload), Retain: m.Retain, At: m.At}); err != nil {
-			r.t.Errorf("HA would warn at %s: %v", m.At.Format("15:04:05.000"), err)
-		}
-	}
-	return h
-}
-
-// meterEntities are the unique ids of the simulated meter's measurement entities.
-func (r *rig) meterEntities() []string {
-	var ids []string
-	for _, reg := range meter.Registers() {
-		ids = append(ids, r.topics.MeterID()+"_"+reg.Key)
-	}
-	return ids
-}
 
 // restart stops the bridge and starts it again with cfg changed by edit.
 func (r *rig) restart(edit func(*config.Config)) {
@@ -45,9 +23,9 @@ func (r *rig) restart(edit func(*config.Config)) {
 		r.t.Fatal(err)
 	}
 	if edit != nil {
-		edit(&r.cfg)
+		edit(&r.Config)
 	}
-	r.start(nil, nil)
+	r.StartBridge()
 }
 
 // TestEnergyGlitchRunsNeverReachHA: a run of zero totals of any length (a meter
@@ -59,12 +37,12 @@ func TestEnergyGlitchRunsNeverReachHA(t *testing.T) {
 			r := newRig(t, rigOptions{})
 			r.state(0)
 			r.state(r.ha.Mark())      // past the start's confirmation
-			r.sim.GlitchEnergy(2 * n) // a snapshot reads the totals twice: the 0.1 kWh and the Wh registers
+			r.Sim.GlitchEnergy(2 * n) // a snapshot reads the totals twice: the 0.1 kWh and the Wh registers
 			for range n + 2 {
 				r.state(r.ha.Mark())
 			}
 			got, ok := r.state(r.ha.Mark())["energy_import"].(float64)
-			if want := r.sim.FineValue("energy_import"); !ok || got < want-0.1 || got > want {
+			if want := r.Sim.FineValue("energy_import"); !ok || got < want-0.1 || got > want {
 				t.Errorf("energy_import %v (present %v) after the glitch; the meter holds %v", got, ok, want)
 			}
 			assertTotalsNeverFall(t, r.recorded(), r.meterEntities())
@@ -100,23 +78,23 @@ func assertTotalsNeverFall(t *testing.T, h *hass.HA, ids []string) {
 // measurement entity unavailable from its first message on.
 func TestRestartWhileUnreachable(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
 	// What a SIGKILL leaves: the will says the bridge is offline, the rest
 	// still says online.
-	linkOnline := string(discovery.LinkPayload(discovery.Link{State: discovery.LinkOnline, Device: r.sim.Path()}))
-	r.ha.Publish(r.topics.MeterAvailability(), "online", true)
-	r.ha.Publish(r.topics.Link(), linkOnline, true)
-	if err := r.sim.Unplug(); err != nil {
+	linkOnline := string(discovery.LinkPayload(discovery.Link{State: discovery.LinkOnline, Device: r.Sim.Path()}))
+	r.ha.Publish(r.Topics.MeterAvailability(), "online", true)
+	r.ha.Publish(r.Topics.Link(), linkOnline, true)
+	if err := r.Sim.Unplug(); err != nil {
 		t.Fatal(err)
 	}
 	mark := r.ha.Mark()
-	r.start(nil, nil)
-	first := r.ha.Wait(mark, r.topics.BridgeAvailability(), brokertest.Equals("online"), wait)
+	r.StartBridge()
+	first := r.ha.Wait(mark, r.Topics.BridgeAvailability(), brokertest.Equals("online"), wait)
 	r.linkState(mark, "reconnecting")
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait) // the clean-up's word
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("offline"), wait) // the clean-up's word
 	h := r.recorded()
 	for _, id := range r.meterEntities() {
 		for _, s := range h.History(id) {
@@ -134,13 +112,13 @@ func TestRestartWhileUnreachable(t *testing.T) {
 // availability too, so no "online" outlives the run.
 func TestShutdownLeavesNothingOnline(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 	mark := r.ha.Mark()
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait)
-	r.ha.Wait(mark, r.topics.BridgeAvailability(), brokertest.Equals("offline"), wait)
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	r.ha.Wait(mark, r.Topics.BridgeAvailability(), brokertest.Equals("offline"), wait)
 }
 
 // TestFrozenLineGoesUnavailable: a meter that keeps answering, but never with
@@ -150,13 +128,13 @@ func TestShutdownLeavesNothingOnline(t *testing.T) {
 func TestFrozenLineGoesUnavailable(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	r.state(0)
-	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(0, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 	mark := r.ha.Mark()
-	r.sim.ExceptionNext(4, 1<<30)
+	r.Sim.ExceptionNext(4, 1<<30)
 	start := time.Now()
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("offline"), wait)
-	if took := time.Since(start); took > Freshness(r.cfg)+2*time.Second {
-		t.Errorf("the meter was shown available %s after its last fresh reading (bound %s)", took, Freshness(r.cfg))
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("offline"), wait)
+	if took := time.Since(start); took > bridge.Freshness(r.Config)+2*time.Second {
+		t.Errorf("the meter was shown available %s after its last fresh reading (bound %s)", took, bridge.Freshness(r.Config))
 	}
 	h := r.recorded()
 	for _, id := range r.meterEntities() {
@@ -166,12 +144,12 @@ func TestFrozenLineGoesUnavailable(t *testing.T) {
 	}
 	// HA's own guard: expire_after would end it even without the bridge's word.
 	for _, id := range r.meterEntities() {
-		if c, _ := h.Component(id); time.Duration(c.ExpireAfter)*time.Second < Freshness(r.cfg) {
-			t.Errorf("%s expires after %d s, less than the freshness bound %s", id, c.ExpireAfter, Freshness(r.cfg))
+		if c, _ := h.Component(id); time.Duration(c.ExpireAfter)*time.Second < bridge.Freshness(r.Config) {
+			t.Errorf("%s expires after %d s, less than the freshness bound %s", id, c.ExpireAfter, bridge.Freshness(r.Config))
 		}
 	}
-	r.sim.ClearFaults()
-	r.ha.Wait(r.ha.Mark(), r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.Sim.ClearFaults()
+	r.ha.Wait(r.ha.Mark(), r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 }
 
 // TestRefusedPublishIsRetried: the broker refuses the meter's availability for
@@ -179,45 +157,45 @@ func TestFrozenLineGoesUnavailable(t *testing.T) {
 // keeps trying and HA gets it once the broker takes it.
 func TestRefusedPublishIsRetried(t *testing.T) {
 	r := newRig(t, rigOptions{noBridge: true})
-	if err := r.broker.DenyPublish(r.topics.MeterAvailability()); err != nil {
+	if err := r.broker.DenyPublish(r.Topics.MeterAvailability()); err != nil {
 		t.Fatal(err)
 	}
-	r.start(nil, nil)
+	r.StartBridge()
 	r.state(0) // readings flow meanwhile...
 	time.Sleep(time.Second)
-	if _, ok := r.ha.Last(r.topics.MeterAvailability()); ok {
+	if _, ok := r.ha.Last(r.Topics.MeterAvailability()); ok {
 		t.Fatal("the broker took a publication it should have refused")
 	}
 	mark := r.ha.Mark()
 	if err := r.broker.DenyPublish(); err != nil {
 		t.Fatal(err)
 	}
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("online"), wait) // ...and the refused one arrives
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait) // ...and the refused one arrives
 }
 
 // TestNoGhostsAfterBaseTopicChange: moving to another base topic leaves no
 // device of the old one behind, and nothing retained under the old topics.
 func TestNoGhostsAfterBaseTopicChange(t *testing.T) {
 	r := newRig(t, rigOptions{})
-	old := r.topics
-	r.ha.Wait(0, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	old := r.Topics
+	r.ha.Wait(0, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 	mark := r.ha.Mark()
 	r.restart(func(c *config.Config) { c.MQTTBaseTopic, c.MQTTClientID = "home/em340", "em340-bridge-home-em340" })
 	var err error
-	if r.topics, err = discovery.NewTopics("home/em340", r.cfg.HADiscoveryPrefix, "235411W"); err != nil {
+	if r.Topics, err = discovery.NewTopics("home/em340", r.Config.HADiscoveryPrefix, "235411W"); err != nil {
 		t.Fatal(err)
 	}
-	r.ha.Wait(mark, r.topics.MeterAvailability(), brokertest.Equals("online"), wait)
+	r.ha.Wait(mark, r.Topics.MeterAvailability(), brokertest.Equals("online"), wait)
 	r.ha.Wait(mark, old.BridgeConfig(), brokertest.Equals(""), wait)
 	h := r.recorded()
-	want := []string{r.topics.BridgeConfig(), r.topics.MeterConfig()}
+	want := []string{r.Topics.BridgeConfig(), r.Topics.MeterConfig()}
 	slices.Sort(want)
 	if got := h.Devices(); !slices.Equal(got, want) {
 		t.Errorf("HA has devices %v, want %v", got, want)
 	}
 	late := brokertest.Subscribe(t, r.broker, old.BridgeAvailability()[:strings.Index(old.BridgeAvailability(), "/")]+"/#")
 	time.Sleep(300 * time.Millisecond)
-	for _, m := range late.Messages() {
+	for _, m := range late.Messages(0) {
 		if m.Retain && strings.HasPrefix(m.Topic, "em340/bridge/") {
 			t.Errorf("retained %s = %q left under the old base topic", m.Topic, m.Payload)
 		}
@@ -228,20 +206,20 @@ func TestNoGhostsAfterBaseTopicChange(t *testing.T) {
 // this one no longer does is removed from HA.
 func TestRemovedComponentLeavesHA(t *testing.T) {
 	r := newRig(t, rigOptions{noBridge: true})
-	origin, err := discovery.NewOrigin("old", ProjectURL)
+	origin, err := discovery.NewOrigin("old", bridge.ProjectURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	previous := discovery.MeterDevice(r.topics, origin, meter.Identity{ModelCode: meter.ModelEM340, Serial: "235411W"}, meter.Registers(), 0)
-	previous.Components["retired_value"] = discovery.Component{Platform: "sensor", UniqueID: r.topics.MeterID() + "_retired_value",
+	previous := discovery.MeterDevice(r.Topics, origin, meter.Identity{ModelCode: meter.ModelEM340, Serial: "235411W"}, meter.Registers(), 0)
+	previous.Components["retired_value"] = discovery.Component{Platform: "sensor", UniqueID: r.Topics.MeterID() + "_retired_value",
 		Name: "Retired", ValueTemplate: "{{ value_json.retired_value | default('') }}", Unit: "V", DeviceClass: "voltage"}
 	msg := previous.Message()
 	r.ha.Publish(msg.Topic, string(msg.Payload), true)
-	r.start(nil, nil)
+	r.StartBridge()
 	r.state(0)
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
-		if _, ok := r.recorded().Component(r.topics.MeterID() + "_retired_value"); !ok {
+		if _, ok := r.recorded().Component(r.Topics.MeterID() + "_retired_value"); !ok {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -254,11 +232,11 @@ func TestRemovedComponentLeavesHA(t *testing.T) {
 func TestPowerCycleNeverReachesHA(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	r.confirmedState(0)
-	r.sim.PowerCycle(1500*time.Millisecond, 8)
+	r.Sim.PowerCycle(1500*time.Millisecond, 8)
 	time.Sleep(1500 * time.Millisecond)
 	mark := r.ha.Mark()
 	got := r.confirmedState(mark)["energy_import"].(float64)
-	if want := r.sim.FineValue("energy_import"); got < want-0.1 || got > want {
+	if want := r.Sim.FineValue("energy_import"); got < want-0.1 || got > want {
 		t.Errorf("energy_import %v after the power cycle; the meter holds %v", got, want)
 	}
 	assertTotalsNeverFall(t, r.recorded(), r.meterEntities())
@@ -271,8 +249,8 @@ func TestLateReplyAndWrongLengthAreNeverData(t *testing.T) {
 	r := newRig(t, rigOptions{sim: emsim.Options{Serial: "235411W", FineEnergy: true, ProductionYear: 2021,
 		MeasurementMode: meter.MeasurementModeB, Static: true}})
 	r.confirmedState(0)
-	r.sim.LateNext(1, r.cfg.ModbusTimeout+150*time.Millisecond)
-	r.sim.WrongLengthNext(1, 1)
+	r.Sim.LateNext(1, r.Config.ModbusTimeout+150*time.Millisecond)
+	r.Sim.WrongLengthNext(1, 1)
 	for range 4 {
 		r.state(r.ha.Mark())
 	}
@@ -281,8 +259,8 @@ func TestLateReplyAndWrongLengthAreNeverData(t *testing.T) {
 		if reg.Total || len(reg.Options) > 0 {
 			continue
 		}
-		want := r.sim.Value(reg.Key)
-		for _, s := range h.History(r.topics.MeterID() + "_" + reg.Key) {
+		want := r.Sim.Value(reg.Key)
+		for _, s := range h.History(r.Topics.MeterID() + "_" + reg.Key) {
 			if v, err := strconv.ParseFloat(s.State, 64); err == nil && v != want {
 				t.Errorf("HA recorded %s = %v; the meter holds %v", reg.Key, v, want)
 			}
@@ -299,23 +277,23 @@ func TestLateReplyAndWrongLengthAreNeverData(t *testing.T) {
 func TestReplacedMeterUnderFixedDeviceID(t *testing.T) {
 	r := newRig(t, rigOptions{env: []string{"EM340_DEVICE_ID=main"}})
 	var err error
-	if r.topics, err = discovery.NewTopics(r.cfg.MQTTBaseTopic, r.cfg.HADiscoveryPrefix, "main"); err != nil {
+	if r.Topics, err = discovery.NewTopics(r.Config.MQTTBaseTopic, r.Config.HADiscoveryPrefix, "main"); err != nil {
 		t.Fatal(err)
 	}
 	r.confirmedState(0)
-	if err := r.sim.Unplug(); err != nil {
+	if err := r.Sim.Unplug(); err != nil {
 		t.Fatal(err)
 	}
-	r.sim.SetSerial("999999X")
+	r.Sim.SetSerial("999999X")
 	for _, reg := range meter.Registers() {
 		if reg.Total {
-			if err := r.sim.Set(reg.Key, 10); err != nil {
+			if err := r.Sim.Set(reg.Key, 10); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	mark := r.ha.Mark()
-	if err := r.sim.Replug(); err != nil {
+	if err := r.Sim.Replug(); err != nil {
 		t.Fatal(err)
 	}
 	link := r.linkState(mark, "online")

@@ -1,5 +1,5 @@
-// Package brokertest runs a real Mosquitto broker for tests and benchmarks, on a
-// free loopback port, and records what a subscriber (Home Assistant's view) receives.
+// Package brokertest runs a real Mosquitto broker for tests and benchmarks on a
+// free loopback port, and puts Home Assistant's subscriber (hass.Subscriber) on it.
 package brokertest
 
 import (

@@ -46,11 +46,11 @@ func startBroker(log *slog.Logger) (*broker, error) {
 	return &broker{server: server, port: n}, nil
 }
 
-// address is host:port for MQTT clients.
-func (b *broker) address() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
+// Addr is host:port for MQTT clients.
+func (b *broker) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
 
-// url is the broker for EM340_MQTT_URL.
-func (b *broker) url() string { return "mqtt://" + b.address() }
+// URL is the broker for EM340_MQTT_URL.
+func (b *broker) URL() string { return "mqtt://" + b.Addr() }
 
 // close disconnects every client and stops listening; the clients' goroutines
 // have ended when it returns.

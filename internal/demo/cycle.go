@@ -3,6 +3,8 @@ package demo
 import (
 	"fmt"
 	"time"
+
+	"github.com/em340-bridge/em340-bridge/internal/baseline"
 )
 
 // adapter is the simulated USB-RS485 adapter (emsim.Sim).
@@ -80,7 +82,7 @@ func (c *cycle) reading(at time.Time) (recovery, bool) {
 		return recovery{}, false
 	}
 	outage := c.pluggedAt.Sub(c.unpluggedAt)
-	r := recovery{outage: outage, took: at.Sub(c.pluggedAt), predecessor: predecessor().WaitAfterReplug(outage)}
+	r := recovery{outage: outage, took: at.Sub(c.pluggedAt), predecessor: baseline.Predecessor.WaitAfterReplug(outage)}
 	c.results = append(c.results, r)
 	c.phase = pluggedIn
 	return r, true

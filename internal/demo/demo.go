@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"golang.org/x/term"
 
 	"github.com/em340-bridge/em340-bridge/internal/bridge"
+	"github.com/em340-bridge/em340-bridge/internal/bridgetest"
+	"github.com/em340-bridge/em340-bridge/internal/hass"
 )
 
 // Options configure Run. The zero value runs until ctx is done, unplugging
@@ -41,9 +42,8 @@ const (
 )
 
 const (
-	bridgeStopTimeout = 10 * time.Second       // bridge.Run stops within 2 s; this only catches a hang
-	farewellWait      = 500 * time.Millisecond // for the bridge's "offline" to reach HA
-	redrawEvery       = 250 * time.Millisecond
+	farewellWait = 500 * time.Millisecond // for the bridge's "offline" to reach HA
+	redrawEvery  = 250 * time.Millisecond
 )
 
 // withDefaults fills in the zero fields.
@@ -113,57 +113,41 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	defer scr.close()
 
-	dir, err := tempDir()
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	brk, err := startBroker(o.Logger)
 	if err != nil {
 		return err
 	}
 	defer brk.close()
-	ha, err := subscribe(context.WithoutCancel(ctx), brk.address(), "#") // Ctrl-C now still closes all in order
+	// The rig outlives ctx, so Ctrl-C still closes everything in order.
+	rig, err := bridgetest.Start(context.WithoutCancel(ctx), bridgetest.Options{Broker: brk,
+		Sim: meterOptions(o.Logger), Env: bridgeEnv(o.Poll), Logger: o.Logger.With("component", "bridge"),
+		Bridge: func(b *bridge.Options) {
+			b.Version, b.BirthDelay = o.Version, func() time.Duration { return 0 }
+		},
+		NoBridge: true, ClientID: "demo-home-assistant"})
 	if err != nil {
-		return err
+		return fmt.Errorf("the simulated meter and HA's subscriber: %w", err)
 	}
-	defer ha.close()
-	sim, err := startMeter(dir, o.Logger)
-	if err != nil {
-		return err
-	}
-	defer sim.Close()
-	cfg, err := bridgeConfig(sim.Path(), brk.url(), dir, o.Poll)
-	if err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, rig.Close()) }()
 
-	scr.write(header(sim.Path(), brk.port, o, keys != nil)...)
-	bridgeCtx, stopBridge := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBridge()
-	bridgeDone := make(chan error, 1)
-	go func() {
-		bridgeDone <- bridge.Run(bridgeCtx, bridge.Options{Config: cfg, Version: o.Version,
-			Logger: o.Logger.With("component", "bridge"), BirthDelay: func() time.Duration { return 0 }})
-	}()
-
-	s := &session{scr: scr, ha: newHass(cfg.HADiscoveryPrefix), cycle: &cycle{adapter: sim, outage: o.Outage}, keys: keys != nil}
+	scr.write(header(rig.Sim.Path(), brk.port, o, keys != nil)...)
+	rig.StartBridge()
+	s := &session{scr: scr, ha: hass.New(rig.Config.HADiscoveryPrefix), sub: rig.HA, log: o.Logger.With("component", "hass"),
+		cycle: &cycle{adapter: rig.Sim, outage: o.Outage}, keys: keys != nil}
 	defer s.cycle.stop()
-	bridgeExited, loopErr := s.loop(ctx, o.UnplugEvery, ha.messages, keys, bridgeDone)
+	bridgeExited, loopErr := s.loop(ctx, o.UnplugEvery, keys, rig.Exited())
 
 	// Shut the bridge down as SIGTERM would, and let HA hear it say goodbye.
 	scr.setPanel(nil)
-	stopBridge()
 	if !bridgeExited {
 		scr.event(time.Now(), "demo", "stopping the bridge as SIGTERM would: it tells HA it is going offline")
-		select {
-		case err := <-bridgeDone:
-			loopErr = errors.Join(loopErr, err)
-		case <-time.After(bridgeStopTimeout):
-			return errors.Join(loopErr, errors.New("the bridge did not stop"))
-		}
 	}
-	s.farewell(ha.messages)
+	stopErr := rig.StopBridge()
+	if bridgeExited {
+		stopErr = errors.Join(errors.New("the bridge stopped by itself"), stopErr)
+	}
+	loopErr = errors.Join(loopErr, stopErr)
+	s.farewell()
 	s.summary(time.Now())
 	return loopErr
 }

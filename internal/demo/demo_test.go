@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 // to end, and returns the stacks of those that did not.
 func leakedGoroutines(limit time.Duration) string {
 	parts := []string{"mochi-mqtt", "paho.golang", "em340-bridge/internal/bridge", "em340-bridge/link",
-		"em340-bridge/meter", "em340-bridge/internal/demo."}
+		"em340-bridge/meter", "em340-bridge/internal/demo.", "em340-bridge/internal/bridgetest", "em340-bridge/internal/hass"}
 	deadline := time.Now().Add(limit)
 	for {
 		buf := make([]byte, 1<<20)

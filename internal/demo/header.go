@@ -3,11 +3,13 @@ package demo
 import (
 	"fmt"
 	"strings"
+
+	"github.com/em340-bridge/em340-bridge/internal/baseline"
 )
 
 // header says what runs and where, before the story starts.
 func header(device string, port int, o Options, keys bool) []string {
-	b := predecessor()
+	b := baseline.Predecessor
 	lines := []string{
 		"em340-bridge demo: a simulated EM340 meter, an MQTT broker and the bridge, all in this process.",
 		"What follows is what Home Assistant sees over MQTT.",

@@ -2,15 +2,15 @@ package demo
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
 // loop is the demo's one goroutine that touches the screen: it shows what
 // reaches HA, unplugs and replugs the adapter, and answers keys. It returns
-// when ctx is done or the user quits (nil), or when the bridge exits by itself.
-func (s *session) loop(ctx context.Context, every time.Duration, messages <-chan message, keys <-chan byte,
-	bridgeDone <-chan error) (bridgeExited bool, err error) {
+// when ctx is done or the user quits, or when the bridge exits by itself
+// (bridgeExited).
+func (s *session) loop(ctx context.Context, every time.Duration, keys <-chan byte,
+	bridgeDone <-chan struct{}) (bridgeExited bool, err error) {
 	var auto <-chan time.Time
 	if every > 0 {
 		t := time.NewTicker(every)
@@ -30,10 +30,10 @@ func (s *session) loop(ctx context.Context, every time.Duration, messages <-chan
 		select {
 		case <-ctx.Done():
 			return false, nil
-		case err := <-bridgeDone:
-			return true, fmt.Errorf("the bridge stopped: %w", err)
-		case m := <-messages:
-			s.message(m)
+		case <-bridgeDone:
+			return true, nil
+		case <-s.sub.After(s.seen):
+			s.messages()
 		case <-auto:
 			err = s.unplug(false)
 		case <-s.cycle.replugDue():

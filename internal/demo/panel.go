@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/hass"
 )
 
 // Component keys the demo picks out of the discovered devices.
@@ -29,11 +30,11 @@ func keyValues() []keyValue {
 	}
 }
 
-// valuesLine is a reading as HA received it, in one plain line.
-func valuesLine(d *device) string {
+// valuesLine is the meter's last state as HA took it, in one plain line.
+func valuesLine(h *hass.HA, d *hass.Device) string {
 	var parts []string
 	for _, kv := range keyValues() {
-		v := stateValue(d, kv.key)
+		v := h.ShownValue(d.Config.Components[kv.key].UniqueID)
 		if v == "" {
 			continue
 		}
@@ -42,35 +43,30 @@ func valuesLine(d *device) string {
 	return "reading: " + strings.Join(parts, ", ")
 }
 
-// stateValue is one value of the device's last state payload, with its unit;
-// "" if the payload lacks it.
-func stateValue(d *device, key string) string {
-	c, ok := d.config.Components[key]
-	raw, has := d.state[d.fields[key]]
-	if !ok || !has {
+// shown is what HA shows at time at for the device's entity of this key.
+func shown(h *hass.HA, d *hass.Device, key string, at time.Time) string {
+	c, ok := d.Config.Components[key]
+	if !ok {
 		return ""
 	}
-	v := strings.Trim(string(raw), `"`)
-	if c.Unit != "" {
-		v += " " + c.Unit
-	}
-	return v
+	return h.Shown(c.UniqueID, at)
 }
 
 // linkSummary is the bridge device's link entities in a few words, e.g.
 // "reconnecting (adapter missing)" or "online (reconnects 1, last outage 6.0 s)".
-func linkSummary(h *hass, bridge *device) string {
-	if !h.isAvailable(bridge) {
-		return "unavailable"
+func linkSummary(h *hass.HA, bridge *hass.Device, at time.Time) string {
+	if !h.Available(bridge) {
+		return hass.Unavailable
 	}
-	state := h.value(bridge, keyLinkState)
+	known := func(v string) bool { return v != "" && v != hass.Unknown }
+	state := shown(h, bridge, keyLinkState, at)
 	var detail []string
-	if cause := h.value(bridge, keyLinkCause); cause != "" && cause != "unknown" && state != "online" {
+	if cause := shown(h, bridge, keyLinkCause, at); known(cause) && state != "online" {
 		detail = append(detail, cause)
 	}
-	if n := h.value(bridge, keyReconnects); n != "" && n != "0" && n != "unknown" && state == "online" {
+	if n := shown(h, bridge, keyReconnects, at); known(n) && n != "0" && state == "online" {
 		detail = append(detail, "reconnects "+n)
-		if o := h.value(bridge, keyLastOutage); o != "" && o != "unknown" {
+		if o := shown(h, bridge, keyLastOutage, at); known(o) {
 			detail = append(detail, "last outage "+o)
 		}
 	}
@@ -81,24 +77,24 @@ func linkSummary(h *hass, bridge *device) string {
 }
 
 // panel is the live view on a terminal: what HA shows now, and the controls.
-func panel(h *hass, c *cycle, nextUnplug time.Time, keys bool, now time.Time, width int) []string {
+func panel(h *hass.HA, c *cycle, nextUnplug time.Time, keys bool, now time.Time, width int) []string {
 	rule := func(title string) string {
 		return "── " + title + " " + strings.Repeat("─", max(0, min(width, 100)-len([]rune(title))-5))
 	}
 	lines := []string{rule("Home Assistant now")}
-	if m := h.find(keyImport); m != nil {
+	if m := h.Find(keyImport); m != nil {
 		status := "available"
-		if !h.isAvailable(m) {
+		if !h.Available(m) {
 			status = "unavailable"
 		}
-		if !m.stateAt.IsZero() {
-			status += fmt.Sprintf(", last reading %s s ago", seconds(now.Sub(m.stateAt)))
+		if !m.LastState.IsZero() {
+			status += fmt.Sprintf(", last reading %s s ago", seconds(now.Sub(m.LastState)))
 		}
-		lines = append(lines, fmt.Sprintf("%s: %s", m.config.Device.Name, status))
+		lines = append(lines, fmt.Sprintf("%s: %s", m.Config.Device.Name, status))
 		var cells []string
 		for _, kv := range keyValues() {
-			if c, ok := m.config.Components[kv.key]; ok {
-				cells = append(cells, fmt.Sprintf("%-14s %-16s", c.Name, h.value(m, kv.key)))
+			if c, ok := m.Config.Components[kv.key]; ok {
+				cells = append(cells, fmt.Sprintf("%-14s %-16s", c.Name, h.Shown(c.UniqueID, now)))
 			}
 		}
 		for i := 0; i < len(cells); i += 3 {
@@ -107,8 +103,8 @@ func panel(h *hass, c *cycle, nextUnplug time.Time, keys bool, now time.Time, wi
 	} else {
 		lines = append(lines, "waiting for the meter to be discovered …")
 	}
-	if b := h.find(keyLinkState); b != nil {
-		lines = append(lines, fmt.Sprintf("%s: link %s", b.config.Device.Name, linkSummary(h, b)))
+	if b := h.Find(keyLinkState); b != nil {
+		lines = append(lines, fmt.Sprintf("%s: link %s", b.Config.Device.Name, linkSummary(h, b, now)))
 	}
 	lines = append(lines, rule("demo"))
 	var plug string

@@ -3,10 +3,12 @@ package demo
 import (
 	"testing"
 	"time"
+
+	"github.com/em340-bridge/em340-bridge/internal/baseline"
 )
 
 func TestPredecessorSchedule(t *testing.T) {
-	if got, want := attemptTimes(predecessor(), 5), "0, 2, 5, 9.5, 16.2"; got != want {
+	if got, want := attemptTimes(baseline.Predecessor, 5), "0, 2, 5, 9.5, 16.2"; got != want {
 		t.Errorf("attempts %q, want %q", got, want)
 	}
 }

@@ -2,15 +2,22 @@ package demo
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/em340-bridge/em340-bridge/internal/baseline"
+	"github.com/em340-bridge/em340-bridge/internal/hass"
 )
 
 // session is the running demo as the user follows it: what HA knows, the
 // unplug cycle, and the screen both are told on. Only the demo's loop uses it.
 type session struct {
 	scr    *screen
-	ha     *hass
+	ha     *hass.HA         // what HA knows
+	sub    *hass.Subscriber // HA's subscriber, whose messages ha takes
+	seen   int              // the subscriber's mark after the last message taken
+	log    *slog.Logger     // what HA would warn about
 	cycle  *cycle
 	every  time.Duration // automatic unplugs; 0 = only on a key press
 	next   time.Time     // the next automatic unplug; zero = none
@@ -19,44 +26,58 @@ type session struct {
 	link   string        // the link as last told
 }
 
-// message shows what one MQTT message changed for HA.
-func (s *session) message(m message) {
-	c := s.ha.apply(m)
-	switch {
-	case c.discovered != nil:
-		table := deviceTable(c.discovered, s.scr.width)
-		s.scr.event(m.at, "HA", "%s", table[0])
-		s.scr.write(table[1:]...)
-	case c.updated != nil:
-		s.scr.event(m.at, "HA", "device %q updated: %d entities", c.updated.config.Device.Name, len(c.updated.config.Components))
-	case c.removed != "":
-		s.scr.event(m.at, "HA", "device %q removed", c.removed)
+// messages shows every message that arrived since the last call, in order,
+// and lets the subscriber forget them.
+func (s *session) messages() {
+	msgs := s.sub.Messages(s.seen)
+	for _, m := range msgs {
+		s.message(m)
 	}
-	for _, d := range c.avail {
+	s.seen += len(msgs)
+	s.sub.Forget(s.seen)
+}
+
+// message shows what one MQTT message changed for HA.
+func (s *session) message(m hass.Message) {
+	c, err := s.ha.Apply(m)
+	if err != nil {
+		s.log.Warn("Home Assistant would warn", "topic", m.Topic, "err", err)
+	}
+	switch {
+	case c.Discovered != nil:
+		table := deviceTable(c.Discovered, s.scr.width)
+		s.scr.event(m.At, "HA", "%s", table[0])
+		s.scr.write(table[1:]...)
+	case c.Updated != nil:
+		s.scr.event(m.At, "HA", "device %q updated: %d entities", c.Updated.Config.Device.Name, len(c.Updated.Config.Components))
+	case c.Removed != "":
+		s.scr.event(m.At, "HA", "device %q removed", c.Removed)
+	}
+	for _, d := range c.Availability {
 		word := "unavailable"
-		if s.ha.isAvailable(d) {
+		if s.ha.Available(d) {
 			word = "available"
 		}
-		s.scr.event(m.at, "HA", "%s: %s", d.config.Device.Name, word)
+		s.scr.event(m.At, "HA", "%s: %s", d.Config.Device.Name, word)
 	}
-	if d := c.state; d != nil {
-		s.state(d, m.at)
+	if d := c.State; d != nil {
+		s.state(d, m.At)
 	}
 }
 
-func (s *session) state(d *device, at time.Time) {
-	if _, ok := d.config.Components[keyLinkState]; ok {
-		if link := linkSummary(s.ha, d); link != s.link {
+func (s *session) state(d *hass.Device, at time.Time) {
+	if _, ok := d.Config.Components[keyLinkState]; ok {
+		if link := linkSummary(s.ha, d, at); link != s.link {
 			s.link = link
 			s.scr.event(at, "HA", "link %s", link)
 		}
 		return
 	}
-	if _, ok := d.config.Components[keyImport]; !ok {
+	if _, ok := d.Config.Components[keyImport]; !ok {
 		return
 	}
 	if !s.scr.tty {
-		s.scr.event(at, "HA", "%s", valuesLine(d))
+		s.scr.event(at, "HA", "%s", valuesLine(s.ha, d))
 	}
 	if r, ok := s.cycle.reading(at); ok {
 		s.scr.event(at, "demo", "recovered: a reading reached HA %.2f s after the replug; "+
@@ -123,19 +144,19 @@ func (s *session) summary(now time.Time) {
 	s.scr.event(now, "demo", "%s: readings reached HA %s s after the replug; em340d would have sat idle for %s s",
 		cycles, strings.Join(took, ", "), strings.Join(pred, ", "))
 	s.scr.event(now, "demo", "after an outage of a minute or more em340d sits idle for up to %s s (see it with -outage 70s -unplug-every 90s)",
-		seconds(predecessor().Max))
+		seconds(baseline.Predecessor.Max))
 }
 
 // farewell shows what reaches HA once the bridge has stopped (its "offline"),
 // waiting briefly for it.
-func (s *session) farewell(messages <-chan message) {
+func (s *session) farewell() {
 	deadline := time.NewTimer(farewellWait)
 	defer deadline.Stop()
 	for {
 		select {
-		case m := <-messages:
-			s.message(m)
-			if b := s.ha.find(keyLinkState); b == nil || !s.ha.isAvailable(b) {
+		case <-s.sub.After(s.seen):
+			s.messages()
+			if b := s.ha.Find(keyLinkState); b == nil || !s.ha.Available(b) {
 				return
 			}
 		case <-deadline.C:

@@ -6,15 +6,15 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/hass"
 	"github.com/em340-bridge/em340-bridge/meter"
 )
 
 // deviceTable describes a discovered device as HA's device page would: its
 // name and model, then its entities grouped by device class and unit, the
 // diagnostic ones last.
-func deviceTable(d *device, width int) []string {
-	dev := d.config.Device
+func deviceTable(d *hass.Device, width int) []string {
+	dev := d.Config.Device
 	var about []string
 	if dev.Manufacturer != "" || dev.Model != "" {
 		about = append(about, strings.TrimSpace(dev.Manufacturer+" "+dev.Model))
@@ -25,7 +25,7 @@ func deviceTable(d *device, width int) []string {
 	if dev.SWVersion != "" {
 		about = append(about, "version "+dev.SWVersion)
 	}
-	lines := []string{fmt.Sprintf("discovered device %q (%s): %d entities", dev.Name, strings.Join(about, ", "), len(d.config.Components))}
+	lines := []string{fmt.Sprintf("discovered device %q (%s): %d entities", dev.Name, strings.Join(about, ", "), len(d.Config.Components))}
 	groups := entityGroups(d)
 	labelWidth := 0
 	for _, g := range groups {
@@ -43,11 +43,11 @@ type entityGroup struct {
 	names []string
 }
 
-func entityGroups(d *device) []*entityGroup {
+func entityGroups(d *hass.Device) []*entityGroup {
 	var groups []*entityGroup
 	byLabel := map[string]*entityGroup{}
 	for _, k := range sortedKeys(d) {
-		c := d.config.Components[k]
+		c := d.Config.Components[k]
 		label, name := entityKind(c), c.Name
 		if label == diagnostic && c.Unit != "" {
 			name += " (" + c.Unit + ")"
@@ -74,7 +74,7 @@ const diagnostic = "diagnostic"
 
 // entityKind is how an entity is grouped: "energy (kWh)", "enum",
 // "diagnostic", or "text".
-func entityKind(c discovery.Component) string {
+func entityKind(c hass.Component) string {
 	class := strings.ReplaceAll(c.DeviceClass, "_", " ")
 	switch {
 	case c.EntityCategory == diagnostic:
@@ -92,13 +92,13 @@ func entityKind(c discovery.Component) string {
 // sortedKeys orders a device's components as the meter's register table
 // does (a device config is a JSON map, so its order is lost, and the table's
 // reads better), then the rest by name.
-func sortedKeys(d *device) []string {
+func sortedKeys(d *hass.Device) []string {
 	order := map[string]int{}
 	for i, r := range meter.Registers() {
 		order[r.Key] = i
 	}
-	keys := make([]string, 0, len(d.config.Components))
-	for k := range d.config.Components {
+	keys := make([]string, 0, len(d.Config.Components))
+	for k := range d.Config.Components {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b string) int {
@@ -113,7 +113,7 @@ func sortedKeys(d *device) []string {
 			}
 			return 1
 		}
-		return cmp.Compare(d.config.Components[a].Name, d.config.Components[b].Name)
+		return cmp.Compare(d.Config.Components[a].Name, d.Config.Components[b].Name)
 	})
 	return keys
 }

@@ -1,10 +1,12 @@
-// Package hass is what Home Assistant records from MQTT alone: the devices that
-// device discovery announces, their availability, and each entity's states.
+// Package hass stands in for Home Assistant on MQTT: a subscriber where its MQTT
+// integration would be, and HA, what it records from those messages alone.
 //
-// Tests feed it every message a subscriber sees and assert on what HA would
-// show and store, not on what the bridge meant to send. It evaluates only the
-// templates the bridge uses, and reports any other as an error, so a template
-// change cannot slip past the tests unmodelled.
+// HA keeps the devices that device discovery announces, their availability,
+// and each entity's states. Tests feed it every message the Subscriber saw and
+// assert on what HA would show and store, not on what the bridge meant to
+// send; the demo shows the bridge through it. It evaluates only the templates
+// the bridge uses, and reports any other as an error, so a template change
+// cannot slip past the tests unmodelled.
 package hass
 
 import (
@@ -25,12 +27,12 @@ const (
 	Unknown     = "unknown"
 )
 
-// Message is one MQTT publication as a subscriber received it.
+// Message is one MQTT publication as the subscriber received it.
 type Message struct {
 	Topic   string
-	Payload []byte
+	Payload string
 	Retain  bool
-	At      time.Time
+	At      time.Time // arrival at the subscriber
 }
 
 // Sample is one state an entity took: what HA writes to its state machine and,
@@ -48,18 +50,19 @@ type Availability struct {
 	ValueTemplate       string `json:"value_template"`
 }
 
-// Component is the part of an entity's config that decides its state.
+// Component is one entity of a device config, as HA reads it.
 type Component struct {
-	Platform      string   `json:"p"`
-	UniqueID      string   `json:"unique_id"`
-	Name          string   `json:"name"`
-	DeviceClass   string   `json:"device_class"`
-	Unit          string   `json:"unit_of_measurement"`
-	StateClass    string   `json:"state_class"`
-	Precision     *int     `json:"suggested_display_precision"`
-	Options       []string `json:"options"`
-	ValueTemplate string   `json:"value_template"`
-	ExpireAfter   int      `json:"expire_after"`
+	Platform       string   `json:"p"`
+	UniqueID       string   `json:"unique_id"`
+	Name           string   `json:"name"`
+	DeviceClass    string   `json:"device_class"`
+	Unit           string   `json:"unit_of_measurement"`
+	StateClass     string   `json:"state_class"`
+	Precision      *int     `json:"suggested_display_precision"`
+	Options        []string `json:"options"`
+	EntityCategory string   `json:"entity_category"`
+	ValueTemplate  string   `json:"value_template"`
+	ExpireAfter    int      `json:"expire_after"`
 	// A component may read a topic of its own and be available on its own
 	// terms; empty, it shares the device's (HA's shared options).
 	StateTopic       string         `json:"state_topic"`
@@ -77,9 +80,13 @@ func (c Component) numeric() bool {
 // Config is a device-based discovery payload.
 type Config struct {
 	Device struct {
-		Identifiers []string `json:"identifiers"`
-		Name        string   `json:"name"`
-		ViaDevice   string   `json:"via_device"`
+		Identifiers  []string `json:"identifiers"`
+		Name         string   `json:"name"`
+		Manufacturer string   `json:"manufacturer"`
+		Model        string   `json:"model"`
+		SWVersion    string   `json:"sw_version"`
+		SerialNumber string   `json:"serial_number"`
+		ViaDevice    string   `json:"via_device"`
 	} `json:"dev"`
 	Origin struct {
 		Name string `json:"name"`
@@ -101,69 +108,145 @@ type entity struct {
 
 // Device is one discovered device.
 type Device struct {
-	Topic  string
-	Config Config
+	Topic     string    // its discovery config topic
+	Config    Config    // as last announced
+	LastState time.Time // arrival of the last message on its state topic
+	raw       string    // the config payload, to notice a change
+}
+
+// Change is what one message changed in HA's view.
+type Change struct {
+	Discovered   *Device   // a device seen for the first time
+	Updated      *Device   // a known device whose config changed
+	Removed      string    // the name of a device whose config was deleted
+	State        *Device   // a device whose state topic the message was on
+	Availability []*Device // devices that became available or unavailable
+}
+
+// device is the device a config message discovered or updated; nil otherwise.
+func (c Change) device() *Device {
+	if c.Discovered != nil {
+		return c.Discovered
+	}
+	return c.Updated
+}
+
+// published is the last payload on a topic and the number of the message
+// that carried it, for availability mode "latest".
+type published struct {
+	payload string
+	seq     int
 }
 
 // HA is one Home Assistant instance's view of the broker.
 type HA struct {
-	prefix   string
-	devices  map[string]*Device // by config topic
-	entities map[string]*entity // by unique_id
-	topics   map[string]string  // last payload of every topic, for availability
+	prefix    string
+	devices   map[string]*Device   // by config topic
+	entities  map[string]*entity   // by unique_id
+	topics    map[string]published // last payload of every topic, for availability
+	retained  map[string]Message   // what the broker keeps for a topic, for a new subscription
+	seq       int                  // messages applied
+	available map[*Device]bool     // as last reported in a Change
 }
 
 // New returns an HA that reads device discovery under prefix ("homeassistant").
 func New(prefix string) *HA {
-	return &HA{prefix: prefix, devices: map[string]*Device{}, entities: map[string]*entity{}, topics: map[string]string{}}
+	return &HA{prefix: prefix, devices: map[string]*Device{}, entities: map[string]*entity{},
+		topics: map[string]published{}, retained: map[string]Message{}, available: map[*Device]bool{}}
 }
 
-// Apply takes one message as HA would. An error means HA would have logged a
-// warning or rejected something (an invalid config, a template it would fail
-// on, an invalid state): a test should fail on it.
-func (h *HA) Apply(m Message) error {
-	h.topics[m.Topic] = string(m.Payload)
+// Apply takes one message as HA would and says what it changed. An error
+// means HA would have logged a warning or rejected something (an invalid
+// config, a template it would fail on, an invalid state): a test should fail
+// on it.
+func (h *HA) Apply(m Message) (Change, error) {
+	h.seq++
+	h.topics[m.Topic] = published{payload: m.Payload, seq: h.seq}
+	switch {
+	case m.Retain && m.Payload == "":
+		delete(h.retained, m.Topic)
+	case m.Retain:
+		h.retained[m.Topic] = m
+	}
+	var c Change
 	var errs []error
 	if strings.HasPrefix(m.Topic, h.prefix+"/device/") && strings.HasSuffix(m.Topic, "/config") {
-		errs = append(errs, h.applyConfig(m))
+		added, err := h.applyConfig(m, &c)
+		errs = append(errs, err)
+		// HA subscribes to a new entity's state topic, and the broker
+		// answers with the message it retains there, if any.
+		if d := c.device(); d != nil && len(added) > 0 {
+			for _, e := range added {
+				if kept, ok := h.retained[e.stateTopic()]; ok {
+					kept.At = m.At
+					errs = append(errs, h.applyState(e, kept))
+					if e.StateTopic == "" {
+						d.LastState, c.State = m.At, d
+					}
+				}
+			}
+		}
 	}
 	for _, e := range h.entities {
 		if e.stateTopic() == m.Topic {
 			errs = append(errs, h.applyState(e, m))
 		}
 	}
+	for _, d := range h.devices {
+		if d.Config.StateTopic == m.Topic {
+			d.LastState, c.State = m.At, d
+		}
+	}
 	h.recordAvailability(m.At)
-	return errors.Join(errs...)
+	for _, d := range h.sortedDevices() {
+		now := h.Available(d)
+		if was, known := h.available[d]; known && was != now || !known && now {
+			c.Availability = append(c.Availability, d)
+		}
+		h.available[d] = now
+	}
+	return c, errors.Join(errs...)
 }
 
-func (h *HA) applyConfig(m Message) error {
-	if len(m.Payload) == 0 {
-		if d, ok := h.devices[m.Topic]; ok {
-			for id, e := range h.entities {
-				if e.device == d {
-					delete(h.entities, id)
-				}
-			}
-			delete(h.devices, m.Topic)
+// applyConfig takes a device config (or its removal) into c, and returns
+// the entities it added.
+func (h *HA) applyConfig(m Message, c *Change) ([]*entity, error) {
+	if m.Payload == "" {
+		d, ok := h.devices[m.Topic]
+		if !ok {
+			return nil, nil
 		}
-		return nil
+		for id, e := range h.entities {
+			if e.device == d {
+				delete(h.entities, id)
+			}
+		}
+		delete(h.devices, m.Topic)
+		delete(h.available, d)
+		c.Removed = d.Config.Device.Name
+		return nil, nil
 	}
 	var cfg Config
-	if err := json.Unmarshal(m.Payload, &cfg); err != nil {
-		return fmt.Errorf("%s: invalid discovery payload: %w", m.Topic, err)
+	if err := json.Unmarshal([]byte(m.Payload), &cfg); err != nil {
+		return nil, fmt.Errorf("%s: invalid discovery payload: %w", m.Topic, err)
 	}
 	if len(cfg.Device.Identifiers) == 0 || cfg.Origin.Name == "" {
-		return fmt.Errorf("%s: device config without dev.identifiers or o.name", m.Topic)
+		return nil, fmt.Errorf("%s: device config without dev.identifiers or o.name", m.Topic)
 	}
 	d, ok := h.devices[m.Topic]
-	if !ok {
+	switch {
+	case !ok:
 		d = &Device{Topic: m.Topic}
 		h.devices[m.Topic] = d
+		c.Discovered = d
+	case d.raw != m.Payload:
+		c.Updated = d
 	}
-	d.Config = cfg
+	d.Config, d.raw = cfg, m.Payload
+	var added []*entity
 	var errs []error
-	for key, c := range cfg.Components {
-		if c.UniqueID == "" {
+	for key, comp := range cfg.Components {
+		if comp.UniqueID == "" {
 			// Only the platform: HA drops this component from the device.
 			for id, e := range h.entities {
 				if e.device == d && strings.HasSuffix(id, "_"+key) {
@@ -172,32 +255,33 @@ func (h *HA) applyConfig(m Message) error {
 			}
 			continue
 		}
-		for _, tpl := range []string{c.ValueTemplate} {
-			if _, err := render(tpl, map[string]any{}, ""); tpl != plainValue && err != nil && !errors.Is(err, errMissingField) {
-				errs = append(errs, fmt.Errorf("%s/%s: %w", m.Topic, key, err))
-			}
+		if _, err := render(comp.ValueTemplate, map[string]any{}, ""); comp.ValueTemplate != plainValue && err != nil && !errors.Is(err, errMissingField) {
+			errs = append(errs, fmt.Errorf("%s/%s: %w", m.Topic, key, err))
 		}
-		e, ok := h.entities[c.UniqueID]
+		e, ok := h.entities[comp.UniqueID]
 		if !ok {
 			e = &entity{}
-			h.entities[c.UniqueID] = e
+			h.entities[comp.UniqueID] = e
+			added = append(added, e)
 		}
-		e.Component, e.device = c, d
+		e.Component, e.device = comp, d
 	}
 	for _, a := range cfg.Availability {
 		if _, err := availabilityPayload(a, ""); err != nil && !errors.Is(err, errNotJSON) {
 			errs = append(errs, fmt.Errorf("%s: availability %s: %w", m.Topic, a.Topic, err))
 		}
 	}
-	return errors.Join(errs...)
+	return added, errors.Join(errs...)
 }
 
 func (h *HA) applyState(e *entity, m Message) error {
 	e.lastMsgAt = m.At
-	out := string(m.Payload)
+	out := m.Payload
 	if e.ValueTemplate != plainValue {
 		var obj map[string]any
-		if err := json.Unmarshal(m.Payload, &obj); err != nil {
+		dec := json.NewDecoder(strings.NewReader(m.Payload))
+		dec.UseNumber() // a template sees 50.0 as a float, 50 as an int
+		if err := dec.Decode(&obj); err != nil {
 			return fmt.Errorf("%s: state is not a JSON object: %w", m.Topic, err)
 		}
 		var err error
@@ -248,22 +332,12 @@ func (e *entity) stateTopic() string {
 	return e.device.Config.StateTopic
 }
 
-// availability is e's availability list and mode: its own, or its device's.
-func (e *entity) availability() ([]Availability, string) {
-	list, mode := e.device.Config.Availability, e.device.Config.AvailabilityMode
-	if e.Availability != nil {
-		list = e.Availability
-	}
-	if e.AvailabilityMode != "" {
-		mode = e.AvailabilityMode
-	}
-	return list, mode
-}
-
 // stateOf is what HA shows for e at time at.
 func (h *HA) stateOf(e *entity, at time.Time) string {
 	switch {
-	case !h.available(e.availability()):
+	case e.Availability != nil && !h.availableOn(e.Availability, e.AvailabilityMode):
+		return Unavailable
+	case e.Availability == nil && !h.Available(e.device):
 		return Unavailable
 	case e.ExpireAfter > 0 && (e.lastMsgAt.IsZero() || at.Sub(e.lastMsgAt) > time.Duration(e.ExpireAfter)*time.Second):
 		return Unavailable // HA starts an expiring sensor as expired
@@ -273,9 +347,15 @@ func (h *HA) stateOf(e *entity, at time.Time) string {
 	return e.value
 }
 
-// available follows HA's availability modes; a topic not heard from is not
+// Available follows HA's availability modes: all, any, or (the default)
+// whichever of the topics spoke last. A topic not heard from is not
 // available, and a payload that is neither of the two is ignored.
-func (h *HA) available(list []Availability, mode string) bool {
+func (h *HA) Available(d *Device) bool {
+	return h.availableOn(d.Config.Availability, d.Config.AvailabilityMode)
+}
+
+// availableOn judges one availability list in mode.
+func (h *HA) availableOn(list []Availability, mode string) bool {
 	if len(list) == 0 {
 		return true
 	}
@@ -284,7 +364,7 @@ func (h *HA) available(list []Availability, mode string) bool {
 		if !heard {
 			return false
 		}
-		v, err := availabilityPayload(a, p)
+		v, err := availabilityPayload(a, p.payload)
 		return err == nil && v == a.PayloadAvailable
 	}
 	switch mode {
@@ -293,7 +373,13 @@ func (h *HA) available(list []Availability, mode string) bool {
 	case "any":
 		return slices.ContainsFunc(list, ok)
 	}
-	return ok(list[len(list)-1]) // "latest", approximated by the last entry
+	last := list[0]
+	for _, a := range list[1:] {
+		if h.topics[a.Topic].seq > h.topics[last.Topic].seq {
+			last = a
+		}
+	}
+	return ok(last)
 }
 
 // State is what HA shows for the entity with this unique_id at time at: a
@@ -304,6 +390,48 @@ func (h *HA) State(uniqueID string, at time.Time) string {
 		return ""
 	}
 	return h.stateOf(e, at)
+}
+
+// Shown is State as HA's frontend displays it: a number rounded to the
+// entity's suggested display precision, followed by its unit.
+func (h *HA) Shown(uniqueID string, at time.Time) string {
+	s := h.State(uniqueID, at)
+	e, ok := h.entities[uniqueID]
+	if !ok || s == Unavailable || s == Unknown {
+		return s
+	}
+	return e.display(s)
+}
+
+// display rounds a numeric state to the suggested display precision and
+// adds the unit.
+func (e *entity) display(s string) string {
+	if v, err := strconv.ParseFloat(s, 64); err == nil && e.Precision != nil {
+		s = strconv.FormatFloat(v, 'f', *e.Precision, 64)
+	}
+	if e.Unit != "" {
+		s += " " + e.Unit
+	}
+	return s
+}
+
+// Value is the entity's native value, the last state HA took from its state
+// topic whatever its availability now; "" if it has none.
+func (h *HA) Value(uniqueID string) string {
+	if e, ok := h.entities[uniqueID]; ok {
+		return e.value
+	}
+	return ""
+}
+
+// ShownValue is Value as the frontend would display it (see Shown); "" if
+// there is none.
+func (h *HA) ShownValue(uniqueID string) string {
+	e, ok := h.entities[uniqueID]
+	if !ok || e.value == "" {
+		return ""
+	}
+	return e.display(e.value)
 }
 
 // History is every state the entity took, in order (expiry included only as
@@ -344,6 +472,25 @@ func (h *HA) Devices() []string {
 	return topics
 }
 
+// Find returns the first device, by discovery topic, with a component of
+// this key; nil if none has one.
+func (h *HA) Find(key string) *Device {
+	for _, d := range h.sortedDevices() {
+		if _, ok := d.Config.Components[key]; ok {
+			return d
+		}
+	}
+	return nil
+}
+
+func (h *HA) sortedDevices() []*Device {
+	out := make([]*Device, 0, len(h.devices))
+	for _, t := range h.Devices() {
+		out = append(out, h.devices[t])
+	}
+	return out
+}
+
 var (
 	errMissingField = errors.New("template reads a field the payload lacks")
 	errNotJSON      = errors.New("payload is not JSON")
@@ -380,8 +527,17 @@ func render(tpl string, obj map[string]any, current string) (string, error) {
 				return "True", true
 			}
 			return "False", true
+		case json.Number:
+			if !strings.ContainsAny(string(v), ".eE") {
+				return string(v), true // an int
+			}
+			f, err := v.Float64()
+			if err != nil {
+				return string(v), true
+			}
+			return pythonFloat(f), true
 		case float64:
-			return strconv.FormatFloat(v, 'f', -1, 64), true
+			return pythonFloat(v), true
 		}
 		b, _ := json.Marshal(v)
 		return string(b), true
@@ -418,6 +574,16 @@ func render(tpl string, obj map[string]any, current string) (string, error) {
 		return current, nil
 	}
 	return "", fmt.Errorf("template %q is not one this model knows", tpl)
+}
+
+// pythonFloat writes v as a template's str() of a float does: the shortest
+// digits that read back as v, with ".0" when v is whole ("50.0", "12345.7").
+func pythonFloat(v float64) string {
+	s := strconv.FormatFloat(v, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
 }
 
 func availabilityPayload(a Availability, payload string) (string, error) {

@@ -1,17 +1,20 @@
 package hass
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 )
 
 func TestRender(t *testing.T) {
-	obj := map[string]any{"v": 230.1, "s": "B", "n": nil, "long": "abcdef"}
+	obj := map[string]any{"v": 230.1, "whole": json.Number("50.0"), "int": json.Number("50"), "s": "B", "n": nil, "long": "abcdef"}
 	for _, tc := range []struct {
 		tpl, current, want string
 		fails              bool
 	}{
 		{tpl: "{{ value_json.v }}", want: "230.1"},
+		{tpl: "{{ value_json.whole }}", want: "50.0"},
+		{tpl: "{{ value_json.int }}", want: "50"},
 		{tpl: "{{ value_json.missing }}", fails: true},
 		{tpl: "{{ value_json.v | default('') }}", want: "230.1"},
 		{tpl: "{{ value_json.missing | default('') }}", want: ""},
@@ -56,7 +59,7 @@ func TestEntityLifecycle(t *testing.T) {
 		{"b/bridge/link", `{"state":"online"}`, 15, Unavailable}, // 11 s after the last state
 	}
 	for _, st := range steps {
-		if err := h.Apply(Message{Topic: st.topic, Payload: []byte(st.payload), At: at(st.s)}); err != nil {
+		if _, err := h.Apply(Message{Topic: st.topic, Payload: st.payload, At: at(st.s)}); err != nil {
 			t.Fatalf("at %d s: %v", st.s, err)
 		}
 		if got := h.State("m_e", at(st.s)); got != st.want {
@@ -76,7 +79,7 @@ func TestEntityLifecycle(t *testing.T) {
 			t.Fatalf("history %v, want %v", got, want)
 		}
 	}
-	if err := h.Apply(Message{Topic: "homeassistant/device/m/config", At: at(16)}); err != nil {
+	if _, err := h.Apply(Message{Topic: "homeassistant/device/m/config", At: at(16)}); err != nil {
 		t.Fatal(err)
 	}
 	if ids := h.Entities(); len(ids) != 0 {
@@ -89,11 +92,11 @@ func TestApplyReportsWhatHAWouldWarnAbout(t *testing.T) {
 	cfg := `{"dev":{"identifiers":["m"]},"o":{"name":"x"},"state_topic":"s",
 	  "cmps":{"e":{"p":"sensor","unique_id":"m_e","unit_of_measurement":"V","value_template":"{{ value_json.e }}"},
 	          "k":{"p":"sensor","unique_id":"m_k","device_class":"enum","options":["A","B"],"value_template":"{{ value_json.k }}"}}}`
-	if err := h.Apply(Message{Topic: "homeassistant/device/m/config", Payload: []byte(cfg)}); err != nil {
+	if _, err := h.Apply(Message{Topic: "homeassistant/device/m/config", Payload: cfg}); err != nil {
 		t.Fatal(err)
 	}
 	for _, payload := range []string{`{"k":"A"}`, `{"e":"x","k":"A"}`, `{"e":1,"k":"C"}`, `not json`} {
-		if err := h.Apply(Message{Topic: "s", Payload: []byte(payload)}); err == nil {
+		if _, err := h.Apply(Message{Topic: "s", Payload: payload}); err == nil {
 			t.Errorf("state %s: no error, but HA would warn", payload)
 		}
 	}

@@ -1,7 +1,11 @@
-// Command em340-bench measures the bridge's speed and robustness numbers that
-// docs/BENCHMARKS.md quotes. Run it from the module root:
+// Command em340-bench measures the end-to-end figures docs/BENCHMARKS.md
+// quotes, with the whole bridge against the simulator and a real Mosquitto.
+// Run it from the module root:
 //
 //	go run ./internal/tools/em340-bench <subcommand> [flags]
+//
+// The figures of one part (decoding, planning, payloads, one snapshot over the
+// pty) are go test benchmarks next to the code they measure.
 package main
 
 import (
@@ -13,24 +17,23 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-
-	"github.com/em340-bridge/em340-bridge/internal/proof"
 )
 
 const usage = `usage: go run ./internal/tools/em340-bench <subcommand> [flags]
 
 subcommands:
+  recovery   start → first state and replug → first state (short and long outages) beside
+             the wire minimum of the requests made; detection of an unplug; reading → MQTT
   snapshot   requests and wire time of one snapshot at 9600–115200 baud, beside the
              computed wire limit, the predecessor's 20-register reads and one request per value
-  recovery   replug-to-first-reading (short and long outages), detection of an unplug,
-             and reading-to-MQTT latency, with the whole bridge in-process against Mosquitto
   restart    time from a broker restart to the next state message, idle and mid-publish
   footprint  resident memory and CPU time of the built binary at a 1 s poll; binary size
   soak       unplug/replug cycles with broker restarts and meter mutes, checking
              resumption and goroutine/fd growth
-  machine    print the machine description used in the report
+  machine    print the machine and its load, as the reports head them
 
-Each prints Markdown for docs/BENCHMARKS.md; -h after a subcommand lists its flags.
+Each prints Markdown for docs/BENCHMARKS.md, headed by its command line, the
+machine and its load; -h after a subcommand lists its flags.
 `
 
 func main() {
@@ -48,16 +51,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd, rest := args[0], args[1:]
+	before := ThisMachine()
 	header := func() {
+		after := ThisMachine()
 		fmt.Fprintf(stdout, "Command: `go run ./internal/tools/em340-bench %s`  \n", strings.Join(args, " "))
-		fmt.Fprintf(stdout, "Machine: %s\n\n", proof.ThisMachine())
+		fmt.Fprintf(stdout, "Machine: %s  \n", after)
+		fmt.Fprintf(stdout, "Load (load average 1/5/15 min, as uptime shows it): %s at the start, %s at the end; ran %s\n\n",
+			before.Load, after.Load, after.Date.Sub(before.Date).Round(1e9))
 	}
 	var err error
 	switch cmd {
-	case "snapshot":
-		err = snapshot(ctx, rest, stdout, stderr, header)
 	case "recovery":
 		err = recovery(ctx, rest, stdout, stderr, header)
+	case "snapshot":
+		err = snapshot(ctx, rest, stdout, stderr, header)
 	case "restart":
 		err = restart(ctx, rest, stdout, stderr, header)
 	case "footprint":
@@ -65,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "soak":
 		err = soak(ctx, rest, stdout, stderr, header)
 	case "machine":
-		fmt.Fprintln(stdout, proof.ThisMachine())
+		fmt.Fprintf(stdout, "%s; load average %s\n", before, before.Load)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

@@ -1,4 +1,4 @@
-package proof
+package main
 
 import (
 	"bufio"
@@ -16,15 +16,15 @@ import (
 // every Linux architecture the bridge ships for.
 const userHZ = 100
 
-// ProcStats is what the kernel says about a process.
-type ProcStats struct {
+// procStats is what the kernel says about a process.
+type procStats struct {
 	RSS, HWM int64         // VmRSS and VmHWM, bytes
 	CPU      time.Duration // utime + stime
 }
 
-// ReadProcStats reads /proc/PID/status and /proc/PID/stat.
-func ReadProcStats(pid int) (ProcStats, error) {
-	var st ProcStats
+// readProcStats reads /proc/PID/status and /proc/PID/stat.
+func readProcStats(pid int) (procStats, error) {
+	var st procStats
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return st, err
@@ -68,8 +68,8 @@ func ReadProcStats(pid int) (ProcStats, error) {
 	return st, nil
 }
 
-// ModuleRoot is the directory of the main module's go.mod, from the go tool.
-func ModuleRoot(ctx context.Context) (string, error) {
+// moduleRoot is the directory of the main module's go.mod, from the go tool.
+func moduleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
@@ -81,10 +81,10 @@ func ModuleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// BuildBridge builds ./cmd/em340-bridge the way the image does into out and
+// buildBridge builds ./cmd/em340-bridge the way the image does into out and
 // returns its size in bytes.
-func BuildBridge(ctx context.Context, out string) (int64, error) {
-	root, err := ModuleRoot(ctx)
+func buildBridge(ctx context.Context, out string) (int64, error) {
+	root, err := moduleRoot(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -102,7 +102,5 @@ func BuildBridge(ctx context.Context, out string) (int64, error) {
 	return fi.Size(), nil
 }
 
-// BuildCommand is the build command line, for the record.
-func BuildCommand() string {
-	return `CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o em340-bridge ./cmd/em340-bridge`
-}
+// buildCommand is buildBridge's command line, for the record.
+const buildCommand = `CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o em340-bridge ./cmd/em340-bridge`

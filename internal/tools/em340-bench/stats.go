@@ -1,6 +1,7 @@
-package proof
+package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -35,3 +36,15 @@ func Ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float
 
 // Secs formats a duration in seconds with two decimals.
 func Secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+// waitCtx sleeps for d or until ctx is done.
+func waitCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,4 +1,4 @@
-package proof
+package bridgetest
 
 import (
 	"context"
@@ -9,13 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/em340-bridge/em340-bridge/internal/baseline"
 	"github.com/em340-bridge/em340-bridge/link"
 	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
-// Line is the serial half of the real stack without MQTT: the simulator on a
-// pty, a link.Link running over it and a meter.Meter that proves and reads.
+// Line is the serial half of the bridge without MQTT: the simulator on a pty,
+// a link.Link running over it and a meter.Meter that proves and reads.
 type Line struct {
 	Sim   *emsim.Sim
 	Link  *link.Link
@@ -26,8 +27,8 @@ type Line struct {
 	wg     sync.WaitGroup
 }
 
-// OpenLine starts the simulator and the link, and waits until the link is
-// online (the meter identified). Close stops both.
+// OpenLine starts the simulator and the link at baud, waits until the link is
+// online (the meter identified) and takes a first snapshot. Close stops both.
 func OpenLine(ctx context.Context, sim emsim.Options, baud int) (_ *Line, err error) {
 	dir, err := os.MkdirTemp("", "em340-line-")
 	if err != nil {
@@ -48,7 +49,7 @@ func OpenLine(ctx context.Context, sim emsim.Options, baud int) (_ *Line, err er
 		Device:  device,
 		Serial:  link.Serial{Baud: baud, Parity: "none", StopBits: 1, Timeout: time.Second},
 		Backoff: link.ReconnectBackoff{Min: 100 * time.Millisecond, Max: time.Second, Factor: 1.5},
-		MinGap:  MeterGap,
+		MinGap:  baseline.MeterGap,
 		Prove: func(ctx context.Context, _ uint8, r meter.Reader) error {
 			_, err := l.Meter.Connect(ctx, r)
 			return err
@@ -67,18 +68,28 @@ func OpenLine(ctx context.Context, sim emsim.Options, baud int) (_ *Line, err er
 	l.wg.Go(func() { _ = l.Link.Run(runCtx) })
 	select {
 	case <-online:
-		// The meter confirms its energy totals with a second agreeing read:
-		// take the first here, so every measured snapshot is a whole one.
-		err := l.Link.Do(ctx, 1, func(r meter.Reader) error { _, err := l.Meter.Read(ctx, r); return err })
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("first snapshot: %w", err), l.Close())
-		}
-		return l, nil
 	case <-time.After(10 * time.Second):
 		return nil, fmt.Errorf("link not online: %+v", l.Link.Status())
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	// The meter confirms its energy totals with a second agreeing read: take
+	// the first here, so every snapshot measured after is a whole one.
+	if _, err := l.Read(ctx); err != nil {
+		return nil, fmt.Errorf("first snapshot: %w", err)
+	}
+	return l, nil
+}
+
+// Read takes one snapshot through the link.
+func (l *Line) Read(ctx context.Context) (meter.Reading, error) {
+	var rd meter.Reading
+	err := l.Link.Do(ctx, 1, func(r meter.Reader) error {
+		var err error
+		rd, err = l.Meter.Read(ctx, r)
+		return err
+	})
+	return rd, err
 }
 
 // Close stops the link, then the simulator.

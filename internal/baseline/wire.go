@@ -1,4 +1,7 @@
-package proof
+// Package baseline computes what the bridge's measured times are compared
+// against: the least time Modbus requests can take on the RS485 line, and the
+// wait of em340d, the Python predecessor the bridge replaces.
+package baseline
 
 import (
 	"time"
@@ -35,10 +38,10 @@ func ReadTime(words uint16, baud int, latency time.Duration) time.Duration {
 	return WireTime(RequestBytes+ReplyBytes(words), baud) + latency
 }
 
-// SnapshotLimit is the least time a snapshot of these reads can take, from
-// the first query on an idle line to the last reply: every frame at baud, the
-// meter's latency per request and the gap between a reply and the next query.
-func SnapshotLimit(blocks []meter.Block, baud int, latency, gap time.Duration) time.Duration {
+// Blocks is the least time these reads can take, from the first query on an
+// idle line to the last reply: every frame at baud, the meter's latency per
+// request and gap between a reply and the next query.
+func Blocks(blocks []meter.Block, baud int, latency, gap time.Duration) time.Duration {
 	var d time.Duration
 	for i, b := range blocks {
 		if i > 0 {
@@ -49,13 +52,14 @@ func SnapshotLimit(blocks []meter.Block, baud int, latency, gap time.Duration) t
 	return d
 }
 
-// LogLimit is the same limit for requests the simulator logged, with the
-// reply each one actually got (an exception is 5 bytes).
-func LogLimit(reqs []emsim.Request, baud int, latency, gap time.Duration) time.Duration {
+// Requests is the same least time for requests the simulator logged, each
+// with the reply it actually got (an exception is 5 bytes), and MeterGap
+// between them.
+func Requests(reqs []emsim.Request, baud int, latency time.Duration) time.Duration {
 	var d time.Duration
 	for i, r := range reqs {
 		if i > 0 {
-			d += gap
+			d += MeterGap
 		}
 		reply := echoReplyBytes
 		switch {
