@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -161,33 +160,18 @@ const mbapHeaderLen = 7
 // request's transaction id, so a late reply to an earlier request is
 // recognised and dropped: unlike RTU, there is no answer window to wait out.
 type mbapPort struct {
-	line    line
-	timeout time.Duration
-
-	mu        sync.Mutex // held for a whole request and by Close
-	tid       uint16     // transaction id of the last request
-	closing   chan struct{}
-	closeOnce sync.Once
+	master
+	tid uint16 // transaction id of the last request (under mu)
 }
 
-func newMBAPPort(l line, s Serial) *mbapPort {
-	return &mbapPort{line: l, timeout: s.timeout(), closing: make(chan struct{})}
-}
-
-// Close ends a request in flight within a read slice and closes the connection.
-func (p *mbapPort) Close() error {
-	p.closeOnce.Do(func() { close(p.closing) })
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.line.Close()
-}
+func newMBAPPort(l line, s Serial) *mbapPort { return &mbapPort{master: newMaster(l, s)} }
 
 // ReadRegisters reads quantity holding registers (function 03) at addr.
 func (p *mbapPort) ReadRegisters(ctx context.Context, unit uint8, addr, quantity uint16) ([]uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if quantity < 1 || quantity > 125 {
-		return nil, fmt.Errorf("read %d registers at %04Xh: %w", quantity, addr, modbus.ErrUnexpectedParameters)
+	if err := checkQuantity(addr, quantity); err != nil {
+		return nil, err
 	}
 	p.tid++
 	req := make([]byte, mbapHeaderLen, mbapHeaderLen+5)

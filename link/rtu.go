@@ -20,34 +20,51 @@ const answerWindow = 500 * time.Millisecond
 // or a TCP connection to a gateway that passes RTU frames (CRC included).
 // Requests are serialised by mu; Close stops one in flight within a slice.
 type rtuPort struct {
-	line    line
-	timeout time.Duration
-	window  time.Duration
-
-	mu         sync.Mutex // held for a whole request and by Close
-	settleFrom time.Time  // a late reply may arrive until this time; zero: the line is clean
-	closing    chan struct{}
-	closeOnce  sync.Once
+	master
+	window     time.Duration
+	settleFrom time.Time // a late reply may arrive until this time; zero: the line is clean (under mu)
 }
 
 func newRTUPort(l line, s Serial) *rtuPort {
-	return &rtuPort{line: l, timeout: s.timeout(), window: answerWindow, closing: make(chan struct{})}
+	return &rtuPort{master: newMaster(l, s), window: answerWindow}
 }
 
-// Close ends a request in flight within a read slice and closes the port.
-func (p *rtuPort) Close() error {
-	p.closeOnce.Do(func() { close(p.closing) })
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.line.Close()
+// master is what every Modbus master on a line shares: one request at a
+// time, and a Close that ends the one in flight within a read slice.
+type master struct {
+	line      line
+	timeout   time.Duration
+	mu        sync.Mutex // held for a whole request and by Close
+	closing   chan struct{}
+	closeOnce sync.Once
+}
+
+func newMaster(l line, s Serial) master {
+	return master{line: l, timeout: s.timeout(), closing: make(chan struct{})}
+}
+
+// Close ends a request in flight within a read slice and closes the line.
+func (m *master) Close() error {
+	m.closeOnce.Do(func() { close(m.closing) })
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.line.Close()
+}
+
+// checkQuantity: function 03 reads 1 to 125 registers.
+func checkQuantity(addr, quantity uint16) error {
+	if quantity < 1 || quantity > 125 {
+		return fmt.Errorf("read %d registers at %04Xh: %w", quantity, addr, modbus.ErrUnexpectedParameters)
+	}
+	return nil
 }
 
 // ReadRegisters reads quantity holding registers (function 03) at addr.
 func (p *rtuPort) ReadRegisters(ctx context.Context, unit uint8, addr, quantity uint16) ([]uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if quantity < 1 || quantity > 125 {
-		return nil, fmt.Errorf("read %d registers at %04Xh: %w", quantity, addr, modbus.ErrUnexpectedParameters)
+	if err := checkQuantity(addr, quantity); err != nil {
+		return nil, err
 	}
 	if err := p.settle(ctx); err != nil {
 		return nil, err
