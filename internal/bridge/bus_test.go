@@ -140,7 +140,6 @@ func indexOf(s []uint16, v uint16) int {
 	return 0
 }
 
-
 // A meter that stops answering goes unavailable alone, its status says why,
 // the link stays online and names it, and the other meters keep publishing;
 // it comes back by itself.

@@ -82,8 +82,8 @@ type Rig struct {
 	Bus     *emsim.Bus     // the line of Sims, when there are several or a gateway; nil: Sim plugs itself
 	Gateway *emsim.Gateway // with Options.Gateway
 	HA      *hass.Subscriber
-	Config config.Config    // what StartBridge runs with; change it between StopBridge and StartBridge
-	Topics discovery.Topics // of the simulated meter, by its serial number
+	Config  config.Config    // what StartBridge runs with; change it between StopBridge and StartBridge
+	Topics  discovery.Topics // of the simulated meter, by its serial number
 
 	dir    string
 	opts   Options
