@@ -222,6 +222,7 @@ func (l *Link) connect(ctx context.Context) error {
 		l.openFailed(err)
 		return err
 	}
+	l.log.Debug("port opened", "device", path)
 	l.mu.Lock()
 	l.port, l.noAnswer, l.failedDo, l.deniedAt = p, 0, 0, time.Time{}
 	l.mu.Unlock()
@@ -287,6 +288,7 @@ func (l *Link) openFailed(err error) {
 		l.mu.Lock()
 		l.deniedAt = time.Time{}
 		l.mu.Unlock()
+		l.log.Debug("open failed", "err", err)
 	}
 	if cause == CauseDeviceNotAllowed {
 		err = fmt.Errorf("device not allowed by the container's device rules: %w", err)
