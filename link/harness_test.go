@@ -2,11 +2,13 @@ package link
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +29,15 @@ type rig struct {
 	states chan Status
 	cancel context.CancelFunc
 	done   chan error
+
+	// With rigOptions.sysfs: the sysfs the link reads, and how often it has
+	// listed the serial ports (the enumerate seam).
+	sys          sysTree
+	enumerations atomic.Int64
 }
+
+// rigAdapter is the USB adapter a rig's simulator stands behind, in sysfs.
+var rigAdapter = fakeAdapter{usbPath: "1-1", vid: "0403", pid: "6001", serial: "A10KZ3P1", manufacturer: "FTDI", product: "FT232R USB UART"}
 
 type rigOptions struct {
 	cfg     Config // Device, Backoff, OfflineAfter and seams; the rest is filled in
@@ -36,6 +46,10 @@ type rigOptions struct {
 	layout  layout        // tree mode: which of udev's paths the link is given
 	pace    emsim.Pace    // tree mode: udev's pace; zero: the measured defaults
 	timeout time.Duration // per request; default 300 ms
+	// sysfs gives the link a sysfs in which the tree's ttyUSB0–3 are ports
+	// of rigAdapter (the kernel makes the entry before the node; a test
+	// reassigns names before a plug as the kernel would); tree mode only.
+	sysfs bool
 }
 
 // layout is the device path a tree-mode rig configures, as a user would.
@@ -82,6 +96,17 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	m := meter.New(meter.Options{})
 	r := &rig{t: t, sim: sim, meter: m, path: o.device, states: make(chan Status, 1024), done: make(chan error, 1)}
 	cfg := o.cfg
+	if o.sysfs {
+		r.sys = newSysTree(t)
+		for n := range 4 {
+			r.sys.usbSerial(fmt.Sprintf("ttyUSB%d", n), rigAdapter, "00", "0")
+		}
+		cfg.sys = r.sys.sys(dir)
+		cfg.enumerate = func() ([]usbPort, error) {
+			r.enumerations.Add(1)
+			return cfg.sys.ports()
+		}
+	}
 	if cfg.Device == "" {
 		cfg.Device = o.device
 	}
@@ -135,7 +160,7 @@ func (r *rig) waitState(state LinkState, cause Cause) Status {
 				return s
 			}
 		case <-deadline:
-			r.t.Fatalf("no %s (%s) within %s; now %+v", state, cause, hangGuard, r.link.Status())
+			r.t.Fatalf("no %s (%s) within %s; now %+v; the simulator's node is %q", state, cause, hangGuard, r.link.Status(), r.sim.NodePath())
 		}
 	}
 }

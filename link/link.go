@@ -6,12 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/avast/retry-go/v4"
-	"go.bug.st/serial/enumerator"
 
 	"github.com/em340-bridge/em340-bridge/meter"
 )
@@ -42,7 +44,8 @@ type Config struct {
 	Logger             *slog.Logger
 
 	open      func(path string, s Serial) (port, error) // nil: openRTU
-	enumerate func() ([]*enumerator.PortDetails, error) // nil: the system's
+	sys       sysfs                                     // zero: /sys and /dev
+	enumerate func() ([]usbPort, error)                 // nil: sys.ports
 }
 
 // Link is the serial link to one meter. Create it with New, run it with Run,
@@ -65,6 +68,9 @@ type Link struct {
 	noAnswer int       // consecutive unanswered requests
 	failedDo int       // consecutive failed Do sessions
 	deniedAt time.Time // first EACCES of the current run of them; zero: none
+	// adapter is the USB adapter port the configured link last led to: the
+	// kernel keeps no record of an unplugged adapter, so this is the only one.
+	adapter *usbPort
 
 	notify sync.Mutex // orders OnChange calls
 	lost   chan Cause // the request path reports loss to Run
@@ -82,7 +88,7 @@ func New(cfg Config) *Link {
 		cfg.open = openRTU
 	}
 	if cfg.enumerate == nil {
-		cfg.enumerate = func() ([]*enumerator.PortDetails, error) { return enumerator.GetDetailedPortsList() }
+		cfg.enumerate = cfg.sys.ports
 	}
 	if cfg.MaxNoAnswer < 1 {
 		cfg.MaxNoAnswer = 3
@@ -112,8 +118,7 @@ func (l *Link) Status() Status {
 // Run keeps the link up until ctx is done, then closes the port. It returns
 // ctx's error, or an error if the device directory cannot be watched.
 func (l *Link) Run(ctx context.Context) error {
-	_, usb := parseUSB(l.cfg.Device)
-	watch, err := newDirWatch(l.watchTargets, usb)
+	watch, err := newDirWatch(l.watchTargets, l.configuredPresent, l.log)
 	if err != nil {
 		return fmt.Errorf("watch device directory: %w", err)
 	}
@@ -160,7 +165,7 @@ func (l *Link) waitForLoss(ctx context.Context, watch *dirWatch) (Cause, string,
 			return CauseNone, "", ctx.Err()
 		case cause := <-l.lost:
 			return cause, "", nil
-		case <-watch.vanished:
+		case <-watch.changed:
 			if !l.stillPresent() {
 				return CauseAdapterMissing, "device node removed", nil
 			}
@@ -209,7 +214,10 @@ func (l *Link) connect(ctx context.Context) error {
 	l.session.Lock()
 	defer l.session.Unlock()
 	l.drain()
-	path, err := l.res.resolve()
+	l.mu.Lock()
+	known := l.adapter
+	l.mu.Unlock()
+	path, err := l.res.resolve(known)
 	l.mu.Lock()
 	l.resolved = path
 	l.mu.Unlock()
@@ -223,6 +231,7 @@ func (l *Link) connect(ctx context.Context) error {
 		return err
 	}
 	l.log.Debug("port opened", "device", path)
+	l.learnAdapter(path)
 	l.mu.Lock()
 	l.port, l.noAnswer, l.failedDo, l.deniedAt = p, 0, 0, time.Time{}
 	l.mu.Unlock()
@@ -310,19 +319,71 @@ func (l *Link) watchTargets() []string {
 	defer l.mu.Unlock()
 	configured := l.cfg.Device
 	if _, usb := parseUSB(configured); usb {
-		configured = "/dev/tty" // the enumerator scans /dev: watch it
+		configured = filepath.Join(l.cfg.sys.devDir(), "tty") // the adapter's node appears there
 	}
 	return []string{configured, l.resolved}
 }
 
-func (l *Link) stillPresent() bool {
-	path, err := l.res.resolve()
-	if err != nil {
+// configuredPresent: the configured path leads to an existing node. (A USB
+// identity is not a path: its node is found by enumerating.)
+func (l *Link) configuredPresent() bool {
+	if _, usb := parseUSB(l.cfg.Device); usb {
 		return false
 	}
+	_, err := os.Stat(l.cfg.Device)
+	return err == nil
+}
+
+// stillPresent: the node in use is still there and the configured path, if
+// it exists, still leads to it (udev may not have made the by-id link yet
+// when the node was found without it). A few stats: it runs at every change
+// in the watched directories and after unanswered requests.
+func (l *Link) stillPresent() bool {
+	l.mu.Lock()
+	node := l.resolved
+	l.mu.Unlock()
+	if node == "" {
+		return false
+	}
+	if _, err := os.Stat(node); err != nil {
+		return false
+	}
+	if _, usb := parseUSB(l.cfg.Device); usb {
+		return true
+	}
+	path, err := filepath.EvalSymlinks(l.cfg.Device)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && path == node
+}
+
+// learnAdapter remembers which USB adapter port the configured link led to,
+// so that at the next replug its node is opened as soon as the kernel makes
+// it. Only for a link (by-id, by-path, a udev rule's): a node path names the
+// node, whatever adapter gets it, and usb:VID:PID names the adapter itself.
+// It runs with the port just opened, while the node surely exists (an
+// unplug right after the open would leave nothing to learn from), and costs
+// one enumeration when the link was followed: at start, or when the adapter
+// came back elsewhere.
+func (l *Link) learnAdapter(node string) {
+	if _, usb := parseUSB(l.cfg.Device); usb || node == filepath.Clean(l.cfg.Device) {
+		return
+	}
+	if target, err := filepath.EvalSymlinks(l.cfg.Device); err != nil || target != node {
+		return // opened without the link: the adapter was known already
+	}
+	p, ok := l.res.portOf(node)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return path == l.resolved
+	switch {
+	case ok && p.Node == filepath.Clean(l.cfg.Device):
+		l.adapter = nil // the configured path is the node itself
+	case ok:
+		l.adapter = &p
+	default:
+		l.adapter = nil // not a USB serial port
+	}
 }
 
 func (l *Link) stopOfflineTimer() {

@@ -3,10 +3,9 @@ package link
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
-
-	"go.bug.st/serial/enumerator"
 )
 
 // ErrNoAdapter means no adapter matches the configured USB identity.
@@ -33,16 +32,16 @@ func parseUSB(device string) (usbSpec, bool) {
 
 // match picks the port the spec names. Without a serial number, two matching
 // adapters are ambiguous: the bridge could read the wrong meter.
-func (s usbSpec) match(ports []*enumerator.PortDetails) (string, error) {
+func (s usbSpec) match(ports []usbPort) (string, error) {
 	var found []string
 	for _, p := range ports {
-		if !p.IsUSB || !strings.EqualFold(p.VID, s.vid) || !strings.EqualFold(p.PID, s.pid) {
+		if !strings.EqualFold(p.VID, s.vid) || !strings.EqualFold(p.PID, s.pid) {
 			continue
 		}
-		if s.serial != "" && p.SerialNumber != s.serial {
+		if s.serial != "" && p.Serial != s.serial {
 			continue
 		}
-		found = append(found, p.Name)
+		found = append(found, p.Node)
 	}
 	switch len(found) {
 	case 0:
@@ -65,10 +64,14 @@ func optional(serial string) string {
 // open: a by-id link follows the adapter, a USB identity is looked up.
 type resolver struct {
 	device    string
-	enumerate func() ([]*enumerator.PortDetails, error)
+	enumerate func() ([]usbPort, error)
 }
 
-func (r resolver) resolve() (string, error) {
+// resolve returns the node to open. known is the USB adapter port the
+// configured link led to before (nil: none): while the link is missing, a
+// node the kernel has made for that very port is opened without waiting for
+// udev to make the link (57–450 ms after the node on a real kernel).
+func (r resolver) resolve(known *usbPort) (string, error) {
 	if spec, ok := parseUSB(r.device); ok {
 		ports, err := r.enumerate()
 		if err != nil {
@@ -77,8 +80,47 @@ func (r resolver) resolve() (string, error) {
 		return spec.match(ports)
 	}
 	path, err := filepath.EvalSymlinks(r.device)
-	if err != nil {
-		return r.device, err // a bare ENOENT: the adapter is missing
+	if err == nil {
+		return path, nil
 	}
-	return path, nil
+	if known != nil && errors.Is(err, fs.ErrNotExist) {
+		if node, ok := r.nodeOf(*known); ok {
+			return node, nil
+		}
+	}
+	return r.device, err // a bare ENOENT: the adapter is missing
+}
+
+// nodeOf is the node of the one port that is known's adapter port, plugged
+// in where it was; none if no port, or more than one, is.
+func (r resolver) nodeOf(known usbPort) (string, bool) {
+	ports, err := r.enumerate()
+	if err != nil {
+		return "", false
+	}
+	var found []string
+	for _, p := range ports {
+		if p.sameAdapter(known) {
+			found = append(found, p.Node)
+		}
+	}
+	if len(found) != 1 {
+		return "", false
+	}
+	node, err := filepath.EvalSymlinks(found[0])
+	return node, err == nil
+}
+
+// portOf is the USB port whose node is node (resolved), if any.
+func (r resolver) portOf(node string) (usbPort, bool) {
+	ports, err := r.enumerate()
+	if err != nil {
+		return usbPort{}, false
+	}
+	for _, p := range ports {
+		if resolved, err := filepath.EvalSymlinks(p.Node); err == nil && resolved == node {
+			return p, true
+		}
+	}
+	return usbPort{}, false
 }
