@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func TestByIDNeverOpensAnotherAdapter(t *testing.T) {
 	// its sysfs entry before the node.
 	other := emsim.New(emsim.Options{Serial: "999999X"})
 	r.sys.usbSerial("ttyUSB0", fakeAdapter{usbPath: "1-2", vid: "0403", pid: "6001", serial: "B77QX9", manufacturer: "FTDI", product: "FT232R USB UART"}, "00", "0")
-	before := r.enumerations.Load()
+	before := r.lookCount()
 	if err := other.StartTree(emsim.DevTree{Root: root}); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func TestByIDNeverOpensAnotherAdapter(t *testing.T) {
 		t.Fatalf("the other adapter is %s, want ttyUSB0", got)
 	}
 	// The link looks at every new tty: wait until it has looked at this one.
-	for deadline := time.Now().Add(hangGuard); r.enumerations.Load() == before; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(hangGuard); r.lookCount() == before; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the link never looked at the new node")
 		}
@@ -96,10 +97,11 @@ func TestByIDNeverOpensAnotherAdapter(t *testing.T) {
 	}
 }
 
-// A usb:VID:PID link lists the serial ports only when a tty is made or
+// A usb:VID:PID link looks at the serial ports only when a tty is made or
 // changes mode: not on every write in /dev (each request on any tty is one),
 // and not to check, at each change in /dev, that its node is still there.
-func TestUSBEnumeratesOnlyForNewTTYs(t *testing.T) {
+// It looks first where its adapter was plugged in, then at every port.
+func TestUSBLooksOnlyForNewTTYs(t *testing.T) {
 	b := ReconnectBackoff{Min: time.Minute, Max: time.Hour, Factor: 2}
 	r := newRig(t, rigOptions{layout: nodePath, sysfs: true,
 		cfg: Config{Device: fmt.Sprintf("usb:%s:%s:%s", rigAdapter.vid, rigAdapter.pid, rigAdapter.serial), Backoff: b}})
@@ -117,41 +119,46 @@ func TestUSBEnumeratesOnlyForNewTTYs(t *testing.T) {
 			time.Sleep(2 * time.Millisecond) // paced, so that wake-ups cannot merge
 		}
 	}
+	here, everywhere := rigAdapter.usbPath, ""
 
-	online := r.enumerations.Load()
+	online := r.lookCount()
 	noise()
 	for range 3 {
 		r.mustRead()
 	}
-	if n := r.enumerations.Load() - online; n != 0 {
-		t.Errorf("online: %d enumerations for writes and unrelated files in %s", n, root)
+	if got := r.looks(online); len(got) != 0 {
+		t.Errorf("online: looked at %q for writes and unrelated files in %s", got, root)
 	}
 
 	r.unplug()
-	// The attempt at the loss enumerates once; with the backoff at a minute,
-	// only the watch makes the next.
-	for deadline := time.Now().Add(hangGuard); r.enumerations.Load() == online; time.Sleep(5 * time.Millisecond) {
+	// The attempt at the loss looks; with the backoff at a minute, only the
+	// watch makes the next.
+	for deadline := time.Now().Add(hangGuard); r.lookCount() == online; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no attempt at the loss")
 		}
 	}
-	lost := r.enumerations.Load()
+	lost := r.lookCount()
 	noise()
-	// A tty changing mode may be the adapter becoming accessible: one look.
-	// Events come in order, so once it is counted the noise has been seen.
+	// A tty changing mode may be the adapter becoming accessible: one
+	// attempt. Events come in order, so once it is made the noise was seen.
 	must(t, os.Chmod(tty, 0o600))
-	for deadline := time.Now().Add(hangGuard); r.enumerations.Load() == lost; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(hangGuard); r.lookCount() < lost+2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("a tty's chmod did not make the link look")
+			t.Fatalf("a tty's chmod did not make the link look where the adapter was and everywhere: %q", r.looks(lost))
 		}
 	}
-	if n := r.enumerations.Load() - lost; n != 1 {
-		t.Errorf("unplugged: %d enumerations for the noise and one chmod of a tty, want 1", n)
+	if got, want := r.looks(lost), []string{here, everywhere}; !slices.Equal(got, want) {
+		t.Errorf("unplugged: looked at %q for the noise and one chmod of a tty, want %q", got, want)
 	}
 
+	replug := r.lookCount()
 	if err := r.sim.Replug(); err != nil {
 		t.Fatal(err)
 	}
 	r.waitState(Online, CauseNone)
 	r.mustRead()
+	if got, want := r.looks(replug), []string{here}; !slices.Equal(got, want) {
+		t.Errorf("replug: looked at %q, want %q: found where it was", got, want)
+	}
 }

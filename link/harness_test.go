@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,10 +30,24 @@ type rig struct {
 	cancel context.CancelFunc
 	done   chan error
 
-	// With rigOptions.sysfs: the sysfs the link reads, and how often it has
-	// listed the serial ports (the enumerate seam).
-	sys          sysTree
-	enumerations atomic.Int64
+	// With rigOptions.sysfs: the sysfs the link reads, and every look it
+	// took at the serial ports (the enumerate seam's at: "" is every port).
+	sys     sysTree
+	lookMu  sync.Mutex
+	lookups []string
+}
+
+// looks returns the lookups made since the first from.
+func (r *rig) looks(from int) []string {
+	r.lookMu.Lock()
+	defer r.lookMu.Unlock()
+	return append([]string{}, r.lookups[from:]...)
+}
+
+func (r *rig) lookCount() int {
+	r.lookMu.Lock()
+	defer r.lookMu.Unlock()
+	return len(r.lookups)
 }
 
 // rigAdapter is the USB adapter a rig's simulator stands behind, in sysfs.
@@ -102,9 +116,11 @@ func newRig(t *testing.T, o rigOptions) *rig {
 			r.sys.usbSerial(fmt.Sprintf("ttyUSB%d", n), rigAdapter, "00", "0")
 		}
 		cfg.sys = r.sys.sys(dir)
-		cfg.enumerate = func() ([]usbPort, error) {
-			r.enumerations.Add(1)
-			return cfg.sys.ports()
+		cfg.enumerate = func(at string) ([]usbPort, error) {
+			r.lookMu.Lock()
+			r.lookups = append(r.lookups, at)
+			r.lookMu.Unlock()
+			return cfg.sys.ports(at)
 		}
 	}
 	if cfg.Device == "" {

@@ -45,7 +45,7 @@ type Config struct {
 
 	open      func(path string, s Serial) (port, error) // nil: openRTU
 	sys       sysfs                                     // zero: /sys and /dev
-	enumerate func() ([]usbPort, error)                 // nil: sys.ports
+	enumerate func(at string) ([]usbPort, error)        // nil: sys.ports
 }
 
 // Link is the serial link to one meter. Create it with New, run it with Run,
@@ -102,7 +102,7 @@ func New(cfg Config) *Link {
 	return &Link{
 		cfg:    cfg,
 		log:    cfg.Logger,
-		res:    resolver{device: cfg.Device, enumerate: cfg.enumerate},
+		res:    resolver{device: cfg.Device, sys: cfg.sys, enumerate: cfg.enumerate},
 		status: Status{State: Reconnecting, Cause: CauseStarting, Since: time.Now(), Device: cfg.Device},
 		lost:   make(chan Cause, 1),
 	}
@@ -217,7 +217,9 @@ func (l *Link) connect(ctx context.Context) error {
 	l.mu.Lock()
 	known := l.adapter
 	l.mu.Unlock()
+	start := time.Now()
 	path, err := l.res.resolve(known)
+	resolved := time.Since(start)
 	l.mu.Lock()
 	l.resolved = path
 	l.mu.Unlock()
@@ -230,7 +232,7 @@ func (l *Link) connect(ctx context.Context) error {
 		l.openFailed(err)
 		return err
 	}
-	l.log.Debug("port opened", "device", path)
+	l.log.Debug("port opened", "device", path, "resolve", resolved, "open", time.Since(start)-resolved)
 	l.learnAdapter(path)
 	l.mu.Lock()
 	l.port, l.noAnswer, l.failedDo, l.deniedAt = p, 0, 0, time.Time{}
@@ -358,20 +360,22 @@ func (l *Link) stillPresent() bool {
 	return err == nil && path == node
 }
 
-// learnAdapter remembers which USB adapter port the configured link led to,
-// so that at the next replug its node is opened as soon as the kernel makes
-// it. Only for a link (by-id, by-path, a udev rule's): a node path names the
-// node, whatever adapter gets it, and usb:VID:PID names the adapter itself.
-// It runs with the port just opened, while the node surely exists (an
-// unplug right after the open would leave nothing to learn from), and costs
-// one enumeration when the link was followed: at start, or when the adapter
-// came back elsewhere.
+// learnAdapter remembers which USB adapter port the link opened, so that at
+// the next replug its node is found where it was: through a configured link
+// (by-id, by-path, a udev rule's) before udev has made the link again, and
+// for usb:VID:PID:SERIAL without listing every port. A node path names the
+// node, whatever adapter gets it: nothing to learn. It runs with the port
+// just opened, while the node surely exists (an unplug right after the open
+// would leave nothing to learn from), and reads the node's own entry in
+// sysfs.
 func (l *Link) learnAdapter(node string) {
-	if _, usb := parseUSB(l.cfg.Device); usb || node == filepath.Clean(l.cfg.Device) {
-		return
-	}
-	if target, err := filepath.EvalSymlinks(l.cfg.Device); err != nil || target != node {
-		return // opened without the link: the adapter was known already
+	if _, usb := parseUSB(l.cfg.Device); !usb {
+		if node == filepath.Clean(l.cfg.Device) {
+			return
+		}
+		if target, err := filepath.EvalSymlinks(l.cfg.Device); err != nil || target != node {
+			return // opened without the link: the adapter was known already
+		}
 	}
 	p, ok := l.res.portOf(node)
 	l.mu.Lock()

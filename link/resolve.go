@@ -64,16 +64,27 @@ func optional(serial string) string {
 // open: a by-id link follows the adapter, a USB identity is looked up.
 type resolver struct {
 	device    string
-	enumerate func() ([]usbPort, error)
+	sys       sysfs
+	enumerate func(at string) ([]usbPort, error) // sys.ports
 }
 
-// resolve returns the node to open. known is the USB adapter port the
-// configured link led to before (nil: none): while the link is missing, a
-// node the kernel has made for that very port is opened without waiting for
-// udev to make the link (57–450 ms after the node on a real kernel).
+// resolve returns the node to open. known is the USB adapter port the link
+// used before (nil: none). While a configured link is missing, a node the
+// kernel has made for that very port is opened without waiting for udev to
+// make the link (57–450 ms after the node on a real kernel). A USB identity
+// with a serial number is looked for first where its adapter was plugged in.
 func (r resolver) resolve(known *usbPort) (string, error) {
 	if spec, ok := parseUSB(r.device); ok {
-		ports, err := r.enumerate()
+		if known != nil && spec.serial != "" {
+			// Without a serial number the whole list must be seen: a second
+			// adapter of the make elsewhere makes the identity ambiguous.
+			if ports, err := r.enumerate(known.USBPath); err == nil {
+				if node, err := spec.match(ports); err == nil {
+					return node, nil
+				}
+			}
+		}
+		ports, err := r.enumerate("")
 		if err != nil {
 			return "", fmt.Errorf("list serial ports: %w", err)
 		}
@@ -92,9 +103,10 @@ func (r resolver) resolve(known *usbPort) (string, error) {
 }
 
 // nodeOf is the node of the one port that is known's adapter port, plugged
-// in where it was; none if no port, or more than one, is.
+// in where it was; none if no port, or more than one, is. Only the USB
+// device plugged in there is looked at.
 func (r resolver) nodeOf(known usbPort) (string, bool) {
-	ports, err := r.enumerate()
+	ports, err := r.enumerate(known.USBPath)
 	if err != nil {
 		return "", false
 	}
@@ -111,9 +123,14 @@ func (r resolver) nodeOf(known usbPort) (string, bool) {
 	return node, err == nil
 }
 
-// portOf is the USB port whose node is node (resolved), if any.
+// portOf is the USB port whose node is node (resolved), if any: read from
+// sysfs under the node's name, or else looked for in the whole list (a node
+// reached through links of one's own, or a pty standing in for one).
 func (r resolver) portOf(node string) (usbPort, bool) {
-	ports, err := r.enumerate()
+	if p, ok := r.sys.named(filepath.Base(node)); ok && p.Node == node {
+		return p, true
+	}
+	ports, err := r.enumerate("")
 	if err != nil {
 		return usbPort{}, false
 	}

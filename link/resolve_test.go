@@ -51,7 +51,7 @@ func TestUSBMatch(t *testing.T) {
 
 func TestUSBAdapterReturnsUnderAnotherName(t *testing.T) {
 	list := ports()
-	r := resolver{device: "usb:1a86:7523", enumerate: func() ([]usbPort, error) { return list, nil }}
+	r := resolver{device: "usb:1a86:7523", enumerate: func(string) ([]usbPort, error) { return list, nil }}
 	if got, _ := r.resolve(nil); got != "/dev/ttyUSB1" {
 		t.Fatalf("resolve = %q", got)
 	}
@@ -129,7 +129,15 @@ func TestResolveKnownAdapterBeforeItsLink(t *testing.T) {
 				must(t, os.MkdirAll(filepath.Dir(byID), 0o755))
 				must(t, os.Symlink(tt.link, byID))
 			}
-			r := resolver{device: byID, enumerate: func() ([]usbPort, error) { return tt.ports, nil }}
+			r := resolver{device: byID, enumerate: func(at string) ([]usbPort, error) {
+				var ports []usbPort
+				for _, p := range tt.ports {
+					if at == "" || p.USBPath == at {
+						ports = append(ports, p)
+					}
+				}
+				return ports, nil
+			}}
 			var k *usbPort
 			if tt.known {
 				k = &known

@@ -39,7 +39,8 @@ func (s sysTree) write(dir string, attrs map[string]string) {
 	}
 }
 
-// usbDevice makes the adapter's USB device and its interface directory.
+// usbDevice makes the adapter's USB device and its interface directory, and
+// their links in bus/usb/devices.
 func (s sysTree) usbDevice(a fakeAdapter, iface string) (ifaceDir string) {
 	dev := filepath.Join(s.root, "devices", "pci0000:00", "0000:00:14.0", "usb1", a.usbPath)
 	attrs := map[string]string{"idVendor": a.vid, "idProduct": a.pid, "manufacturer": a.manufacturer, "product": a.product}
@@ -49,6 +50,14 @@ func (s sysTree) usbDevice(a fakeAdapter, iface string) (ifaceDir string) {
 	s.write(dev, attrs)
 	ifaceDir = filepath.Join(dev, a.usbPath+":1."+iface[1:])
 	s.write(ifaceDir, map[string]string{"bInterfaceNumber": iface})
+	for _, d := range []string{dev, ifaceDir} {
+		link := filepath.Join(s.root, "bus", "usb", "devices", filepath.Base(d))
+		must(s.t, os.MkdirAll(filepath.Dir(link), 0o755))
+		rel, err := filepath.Rel(filepath.Dir(link), d)
+		must(s.t, err)
+		_ = os.Remove(link)
+		must(s.t, os.Symlink(rel, link))
+	}
 	return ifaceDir
 }
 
@@ -113,7 +122,7 @@ func TestSysfsPorts(t *testing.T) {
 	for _, n := range []string{"ttyUSB0", "ttyUSB1", "ttyUSB2", "ttyUSB3", "ttyACM0", "ttyS0", "tty0", "ptmx"} {
 		must(t, os.WriteFile(filepath.Join(dev, n), nil, 0o600))
 	}
-	got, err := s.sys(dev).ports()
+	got, err := s.sys(dev).ports("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +136,23 @@ func TestSysfsPorts(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("ports:\n got %+v\nwant %+v", got, want)
+	}
+	// The ports of the device plugged in at one place, as the by-id
+	// shortcut looks for them.
+	for _, tt := range []struct {
+		at   string
+		want []usbPort
+	}{
+		{"1-1", want[1:2]},                     // ttyUSB4 is there too, without its node yet
+		{"1-3", want[2:4]},                     // both interfaces
+		{"1-2", want[0:1]},                     // cdc-acm: the interface's tty/
+		{"1-4.2", want[4:5]},                   // behind a hub
+		{"1-4", nil}, {"1-9", nil}, {"", want}, // the hub itself; nothing there; everything
+	} {
+		got, err := s.sys(dev).ports(tt.at)
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("ports(%q) = %+v, %v; want %+v", tt.at, got, err, tt.want)
+		}
 	}
 	if got[2].sameAdapter(got[3]) || !got[1].sameAdapter(usbPort{Node: "/elsewhere", VID: "0403", PID: "6001", Serial: "A10KZ3P1",
 		Interface: "00", Port: "0", USBPath: "1-1"}) {
