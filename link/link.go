@@ -218,7 +218,7 @@ func (l *Link) connect(ctx context.Context) error {
 	known := l.adapter
 	l.mu.Unlock()
 	start := time.Now()
-	path, err := l.res.resolve(known)
+	path, port, err := l.res.resolve(known)
 	resolved := time.Since(start)
 	l.mu.Lock()
 	l.resolved = path
@@ -233,7 +233,13 @@ func (l *Link) connect(ctx context.Context) error {
 		return err
 	}
 	l.log.Debug("port opened", "device", path, "resolve", resolved, "open", time.Since(start)-resolved)
-	l.learnAdapter(path)
+	if port != nil {
+		l.mu.Lock()
+		l.adapter = port // found through sysfs: known already
+		l.mu.Unlock()
+	} else {
+		l.learnAdapter(path)
+	}
 	l.mu.Lock()
 	l.port, l.noAnswer, l.failedDo, l.deniedAt = p, 0, 0, time.Time{}
 	l.mu.Unlock()
@@ -360,22 +366,19 @@ func (l *Link) stillPresent() bool {
 	return err == nil && path == node
 }
 
-// learnAdapter remembers which USB adapter port the link opened, so that at
-// the next replug its node is found where it was: through a configured link
-// (by-id, by-path, a udev rule's) before udev has made the link again, and
-// for usb:VID:PID:SERIAL without listing every port. A node path names the
-// node, whatever adapter gets it: nothing to learn. It runs with the port
-// just opened, while the node surely exists (an unplug right after the open
-// would leave nothing to learn from), and reads the node's own entry in
-// sysfs.
+// learnAdapter remembers which USB adapter port a configured link (by-id,
+// by-path, a udev rule's) led to, so that at the next replug its node is
+// opened before udev has made the link again. (A usb: identity and a node
+// found without the link are known from sysfs already; a node path names
+// the node, whatever adapter gets it.) It runs with the port just opened,
+// while the node surely exists (an unplug right after the open would leave
+// nothing to learn from), and reads the node's own entry in sysfs.
 func (l *Link) learnAdapter(node string) {
-	if _, usb := parseUSB(l.cfg.Device); !usb {
-		if node == filepath.Clean(l.cfg.Device) {
-			return
-		}
-		if target, err := filepath.EvalSymlinks(l.cfg.Device); err != nil || target != node {
-			return // opened without the link: the adapter was known already
-		}
+	if _, usb := parseUSB(l.cfg.Device); usb || node == filepath.Clean(l.cfg.Device) {
+		return
+	}
+	if target, err := filepath.EvalSymlinks(l.cfg.Device); err != nil || target != node {
+		return
 	}
 	p, ok := l.res.portOf(node)
 	l.mu.Lock()

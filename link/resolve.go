@@ -32,8 +32,9 @@ func parseUSB(device string) (usbSpec, bool) {
 
 // match picks the port the spec names. Without a serial number, two matching
 // adapters are ambiguous: the bridge could read the wrong meter.
-func (s usbSpec) match(ports []usbPort) (string, error) {
-	var found []string
+func (s usbSpec) match(ports []usbPort) (usbPort, error) {
+	var found []usbPort
+	var nodes []string
 	for _, p := range ports {
 		if !strings.EqualFold(p.VID, s.vid) || !strings.EqualFold(p.PID, s.pid) {
 			continue
@@ -41,16 +42,16 @@ func (s usbSpec) match(ports []usbPort) (string, error) {
 		if s.serial != "" && p.Serial != s.serial {
 			continue
 		}
-		found = append(found, p.Node)
+		found, nodes = append(found, p), append(nodes, p.Node)
 	}
 	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("usb:%s:%s%s: %w", s.vid, s.pid, optional(s.serial), ErrNoAdapter)
+		return usbPort{}, fmt.Errorf("usb:%s:%s%s: %w", s.vid, s.pid, optional(s.serial), ErrNoAdapter)
 	case 1:
 		return found[0], nil
 	}
-	return "", fmt.Errorf("usb:%s:%s matches %s; add the adapter's serial number (usb:VID:PID:SERIAL)",
-		s.vid, s.pid, strings.Join(found, ", "))
+	return usbPort{}, fmt.Errorf("usb:%s:%s matches %s; add the adapter's serial number (usb:VID:PID:SERIAL)",
+		s.vid, s.pid, strings.Join(nodes, ", "))
 }
 
 func optional(serial string) string {
@@ -68,59 +69,64 @@ type resolver struct {
 	enumerate func(at string) ([]usbPort, error) // sys.ports
 }
 
-// resolve returns the node to open. known is the USB adapter port the link
-// used before (nil: none). While a configured link is missing, a node the
-// kernel has made for that very port is opened without waiting for udev to
-// make the link (57–450 ms after the node on a real kernel). A USB identity
-// with a serial number is looked for first where its adapter was plugged in.
-func (r resolver) resolve(known *usbPort) (string, error) {
+// resolve returns the node to open and, when sysfs was read to find it, its
+// USB port. known is the USB adapter port the link used before (nil: none).
+// While a configured link is missing, a node the kernel has made for that
+// very port is opened without waiting for udev to make the link (57–450 ms
+// after the node on a real kernel). A USB identity with a serial number is
+// looked for first where its adapter was plugged in.
+func (r resolver) resolve(known *usbPort) (string, *usbPort, error) {
 	if spec, ok := parseUSB(r.device); ok {
 		if known != nil && spec.serial != "" {
 			// Without a serial number the whole list must be seen: a second
 			// adapter of the make elsewhere makes the identity ambiguous.
 			if ports, err := r.enumerate(known.USBPath); err == nil {
-				if node, err := spec.match(ports); err == nil {
-					return node, nil
+				if p, err := spec.match(ports); err == nil {
+					return p.Node, &p, nil
 				}
 			}
 		}
 		ports, err := r.enumerate("")
 		if err != nil {
-			return "", fmt.Errorf("list serial ports: %w", err)
+			return "", nil, fmt.Errorf("list serial ports: %w", err)
 		}
-		return spec.match(ports)
+		p, err := spec.match(ports)
+		if err != nil {
+			return "", nil, err
+		}
+		return p.Node, &p, nil
 	}
 	path, err := filepath.EvalSymlinks(r.device)
 	if err == nil {
-		return path, nil
+		return path, nil, nil
 	}
 	if known != nil && errors.Is(err, fs.ErrNotExist) {
-		if node, ok := r.nodeOf(*known); ok {
-			return node, nil
+		if node, p, ok := r.nodeOf(*known); ok {
+			return node, &p, nil
 		}
 	}
-	return r.device, err // a bare ENOENT: the adapter is missing
+	return r.device, nil, err // a bare ENOENT: the adapter is missing
 }
 
-// nodeOf is the node of the one port that is known's adapter port, plugged
-// in where it was; none if no port, or more than one, is. Only the USB
-// device plugged in there is looked at.
-func (r resolver) nodeOf(known usbPort) (string, bool) {
+// nodeOf is the node (resolved) of the one port that is known's adapter
+// port, plugged in where it was; none if no port, or more than one, is. Only
+// the USB device plugged in there is looked at.
+func (r resolver) nodeOf(known usbPort) (string, usbPort, bool) {
 	ports, err := r.enumerate(known.USBPath)
 	if err != nil {
-		return "", false
+		return "", usbPort{}, false
 	}
-	var found []string
+	var found []usbPort
 	for _, p := range ports {
 		if p.sameAdapter(known) {
-			found = append(found, p.Node)
+			found = append(found, p)
 		}
 	}
 	if len(found) != 1 {
-		return "", false
+		return "", usbPort{}, false
 	}
-	node, err := filepath.EvalSymlinks(found[0])
-	return node, err == nil
+	node, err := filepath.EvalSymlinks(found[0].Node)
+	return node, found[0], err == nil
 }
 
 // portOf is the USB port whose node is node (resolved), if any: read from

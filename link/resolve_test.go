@@ -36,7 +36,8 @@ func TestUSBMatch(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s not parsed", tt.device)
 		}
-		got, err := spec.match(ports())
+		p, err := spec.match(ports())
+		got := p.Node
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("%s: err %v, want %q", tt.device, err, tt.err)
@@ -52,15 +53,15 @@ func TestUSBMatch(t *testing.T) {
 func TestUSBAdapterReturnsUnderAnotherName(t *testing.T) {
 	list := ports()
 	r := resolver{device: "usb:1a86:7523", enumerate: func(string) ([]usbPort, error) { return list, nil }}
-	if got, _ := r.resolve(nil); got != "/dev/ttyUSB1" {
+	if got, _, _ := r.resolve(nil); got != "/dev/ttyUSB1" {
 		t.Fatalf("resolve = %q", got)
 	}
 	list = []usbPort{{Node: "/dev/ttyUSB0", VID: "0403", PID: "6001"}}
-	if _, err := r.resolve(nil); !errors.Is(err, ErrNoAdapter) || classifyOpen(err) != CauseAdapterMissing {
+	if _, _, err := r.resolve(nil); !errors.Is(err, ErrNoAdapter) || classifyOpen(err) != CauseAdapterMissing {
 		t.Fatalf("unplugged: err %v", err)
 	}
 	list = append(list, usbPort{Node: "/dev/ttyUSB3", VID: "1a86", PID: "7523"})
-	if got, _ := r.resolve(nil); got != "/dev/ttyUSB3" {
+	if got, _, _ := r.resolve(nil); got != "/dev/ttyUSB3" {
 		t.Fatalf("replugged as %q, want /dev/ttyUSB3", got)
 	}
 }
@@ -73,7 +74,7 @@ func TestResolveFollowsLinks(t *testing.T) {
 	}
 	byID := filepath.Join(dir, "serial", "by-id", "usb-FTDI_FT232R-if00-port0")
 	r := resolver{device: byID}
-	if _, err := r.resolve(nil); !errors.Is(err, os.ErrNotExist) {
+	if _, _, err := r.resolve(nil); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing by-id: err %v", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(byID), 0o755); err != nil {
@@ -82,7 +83,7 @@ func TestResolveFollowsLinks(t *testing.T) {
 	if err := os.Symlink("../../ttyUSB1", byID); err != nil {
 		t.Fatal(err)
 	}
-	got, err := r.resolve(nil)
+	got, _, err := r.resolve(nil)
 	if err != nil || got != node {
 		t.Fatalf("resolve = %q, %v; want %q", got, err, node)
 	}
@@ -142,7 +143,7 @@ func TestResolveKnownAdapterBeforeItsLink(t *testing.T) {
 			if tt.known {
 				k = &known
 			}
-			got, err := r.resolve(k)
+			got, _, err := r.resolve(k)
 			if tt.want == "" {
 				if err == nil || classifyOpen(err) != CauseAdapterMissing {
 					t.Fatalf("resolve = %q, %v; want the adapter missing", got, err)
