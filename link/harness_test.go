@@ -25,6 +25,7 @@ type rig struct {
 	sim    *emsim.Sim
 	link   *Link
 	meter  *meter.Meter
+	layout layout
 	path   string
 	states chan Status
 	cancel context.CancelFunc
@@ -108,7 +109,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		}
 	}
 	m := meter.New(meter.Options{})
-	r := &rig{t: t, sim: sim, meter: m, path: o.device, states: make(chan Status, 1024), done: make(chan error, 1)}
+	r := &rig{t: t, sim: sim, meter: m, layout: o.layout, path: o.device, states: make(chan Status, 1024), done: make(chan error, 1)}
 	cfg := o.cfg
 	if o.sysfs {
 		r.sys = newSysTree(t)
@@ -246,6 +247,27 @@ func (r *rig) unplug() Status {
 	st := r.waitState(Reconnecting, CauseAdapterMissing)
 	r.waitReleased(pts)
 	return st
+}
+
+// replug plugs the adapter back in, under the old name when the test
+// configured the node itself. emsim names a replug ttyUSB1 while any process
+// holds the old pty hung up, and tells ptys apart by number only: a process
+// of another test on the machine that got the freed number for a pty of its
+// own and holds it hung up makes the old name look taken. unplug has checked
+// that this process holds nothing, so the replug is made again until the
+// old name comes back.
+func (r *rig) replug() {
+	r.t.Helper()
+	for range 20 {
+		if err := r.sim.Replug(); err != nil {
+			r.t.Fatal(err)
+		}
+		if r.layout != nodePath || r.sim.NodePath() == r.path {
+			return
+		}
+		r.t.Logf("replugged as %s: another process holds a hung-up pty of the old number; again", r.sim.NodePath())
+	}
+	r.t.Fatalf("the adapter never came back as %s", r.path)
 }
 
 func holdsFile(t *testing.T, path string) bool {
