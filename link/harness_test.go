@@ -2,11 +2,13 @@ package link
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,11 +25,34 @@ type rig struct {
 	sim    *emsim.Sim
 	link   *Link
 	meter  *meter.Meter
+	layout layout
 	path   string
 	states chan Status
 	cancel context.CancelFunc
 	done   chan error
+
+	// With rigOptions.sysfs: the sysfs the link reads, and every look it
+	// took at the serial ports (the enumerate seam's at: "" is every port).
+	sys     sysTree
+	lookMu  sync.Mutex
+	lookups []string
 }
+
+// looks returns the lookups made since the first from.
+func (r *rig) looks(from int) []string {
+	r.lookMu.Lock()
+	defer r.lookMu.Unlock()
+	return append([]string{}, r.lookups[from:]...)
+}
+
+func (r *rig) lookCount() int {
+	r.lookMu.Lock()
+	defer r.lookMu.Unlock()
+	return len(r.lookups)
+}
+
+// rigAdapter is the USB adapter a rig's simulator stands behind, in sysfs.
+var rigAdapter = fakeAdapter{usbPath: "1-1", vid: "0403", pid: "6001", serial: "A10KZ3P1", manufacturer: "FTDI", product: "FT232R USB UART"}
 
 type rigOptions struct {
 	cfg     Config // Device, Backoff, OfflineAfter and seams; the rest is filled in
@@ -36,6 +61,10 @@ type rigOptions struct {
 	layout  layout        // tree mode: which of udev's paths the link is given
 	pace    emsim.Pace    // tree mode: udev's pace; zero: the measured defaults
 	timeout time.Duration // per request; default 300 ms
+	// sysfs gives the link a sysfs in which the tree's ttyUSB0–3 are ports
+	// of rigAdapter (the kernel makes the entry before the node; a test
+	// reassigns names before a plug as the kernel would); tree mode only.
+	sysfs bool
 }
 
 // layout is the device path a tree-mode rig configures, as a user would.
@@ -80,8 +109,21 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		}
 	}
 	m := meter.New(meter.Options{})
-	r := &rig{t: t, sim: sim, meter: m, path: o.device, states: make(chan Status, 1024), done: make(chan error, 1)}
+	r := &rig{t: t, sim: sim, meter: m, layout: o.layout, path: o.device, states: make(chan Status, 1024), done: make(chan error, 1)}
 	cfg := o.cfg
+	if o.sysfs {
+		r.sys = newSysTree(t)
+		for n := range 4 {
+			r.sys.usbSerial(fmt.Sprintf("ttyUSB%d", n), rigAdapter, "00", "0")
+		}
+		cfg.sys = r.sys.sys(dir)
+		cfg.enumerate = func(at string) ([]usbPort, error) {
+			r.lookMu.Lock()
+			r.lookups = append(r.lookups, at)
+			r.lookMu.Unlock()
+			return cfg.sys.ports(at)
+		}
+	}
 	if cfg.Device == "" {
 		cfg.Device = o.device
 	}
@@ -135,7 +177,7 @@ func (r *rig) waitState(state LinkState, cause Cause) Status {
 				return s
 			}
 		case <-deadline:
-			r.t.Fatalf("no %s (%s) within %s; now %+v", state, cause, hangGuard, r.link.Status())
+			r.t.Fatalf("no %s (%s) within %s; now %+v; the simulator's node is %q", state, cause, hangGuard, r.link.Status(), r.sim.NodePath())
 		}
 	}
 }
@@ -205,6 +247,27 @@ func (r *rig) unplug() Status {
 	st := r.waitState(Reconnecting, CauseAdapterMissing)
 	r.waitReleased(pts)
 	return st
+}
+
+// replug plugs the adapter back in, under the old name when the test
+// configured the node itself. emsim names a replug ttyUSB1 while any process
+// holds the old pty hung up, and tells ptys apart by number only: a process
+// of another test on the machine that got the freed number for a pty of its
+// own and holds it hung up makes the old name look taken. unplug has checked
+// that this process holds nothing, so the replug is made again until the
+// old name comes back.
+func (r *rig) replug() {
+	r.t.Helper()
+	for range 20 {
+		if err := r.sim.Replug(); err != nil {
+			r.t.Fatal(err)
+		}
+		if r.layout != nodePath || r.sim.NodePath() == r.path {
+			return
+		}
+		r.t.Logf("replugged as %s: another process holds a hung-up pty of the old number; again", r.sim.NodePath())
+	}
+	r.t.Fatalf("the adapter never came back as %s", r.path)
 }
 
 func holdsFile(t *testing.T, path string) bool {

@@ -6,13 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/avast/retry-go/v4"
-	"go.bug.st/serial/enumerator"
 
 	"github.com/em340-bridge/em340-bridge/meter"
 )
@@ -46,7 +48,8 @@ type Config struct {
 	Logger             *slog.Logger
 
 	open      func(ctx context.Context, path string, s Serial) (port, error) // nil: openRTU, or dialGateway
-	enumerate func() ([]*enumerator.PortDetails, error)                      // nil: the system's
+	sys       sysfs                                                          // zero: /sys and /dev
+	enumerate func(at string) ([]usbPort, error)                             // nil: sys.ports
 }
 
 // Link is the line to the meters: a serial adapter, or a gateway. Create it
@@ -69,6 +72,9 @@ type Link struct {
 	lastIO   time.Time   // end of the last request, for the inter-frame gap
 	counts   []unitCount // per unit, in cfg.Units order
 	deniedAt time.Time   // first EACCES of the current run of them; zero: none
+	// adapter is the USB adapter port the configured link last led to: the
+	// kernel keeps no record of an unplugged adapter, so this is the only one.
+	adapter *usbPort
 
 	notify sync.Mutex // orders OnChange calls
 	lost   chan Cause // the request path reports loss to Run
@@ -83,7 +89,7 @@ func New(cfg Config) *Link {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.enumerate == nil {
-		cfg.enumerate = func() ([]*enumerator.PortDetails, error) { return enumerator.GetDetailedPortsList() }
+		cfg.enumerate = cfg.sys.ports
 	}
 	if cfg.MaxNoAnswer < 1 {
 		cfg.MaxNoAnswer = 3
@@ -100,7 +106,7 @@ func New(cfg Config) *Link {
 	l := &Link{
 		cfg:    cfg,
 		log:    cfg.Logger,
-		res:    resolver{device: cfg.Device, enumerate: cfg.enumerate},
+		res:    resolver{device: cfg.Device, sys: cfg.sys, enumerate: cfg.enumerate},
 		status: Status{State: Reconnecting, Cause: CauseStarting, Since: time.Now(), Device: cfg.Device},
 		counts: make([]unitCount, len(cfg.Units)),
 		lost:   make(chan Cause, 1),
@@ -132,10 +138,9 @@ func (l *Link) Status() Status {
 func (l *Link) Run(ctx context.Context) error {
 	// A gateway has no device node to watch: its redials are the watch
 	// (delayType keeps them short while it refuses).
-	var appeared, vanished <-chan struct{}
+	var appeared, changed <-chan struct{}
 	if l.gateway == nil {
-		_, usb := parseUSB(l.cfg.Device)
-		watch, err := newDirWatch(l.watchTargets, usb)
+		watch, err := newDirWatch(l.watchTargets, l.configuredPresent, l.log)
 		if err != nil {
 			return fmt.Errorf("watch device directory: %w", err)
 		}
@@ -147,7 +152,7 @@ func (l *Link) Run(ctx context.Context) error {
 			_ = watch.close()
 		}()
 		watching.Go(func() { watch.run(watchCtx) })
-		appeared, vanished = watch.appeared, watch.vanished
+		appeared, changed = watch.appeared, watch.changed
 	}
 
 	defer l.stopOfflineTimer()
@@ -164,7 +169,7 @@ func (l *Link) Run(ctx context.Context) error {
 			l.closePort()
 			return err
 		}
-		cause, detail, err := l.waitForLoss(ctx, vanished)
+		cause, detail, err := l.waitForLoss(ctx, changed)
 		if err != nil {
 			l.closePort()
 			return err
@@ -177,14 +182,14 @@ func (l *Link) Run(ctx context.Context) error {
 
 // waitForLoss blocks while the link is online, until a request reports loss,
 // the device node vanishes, or ctx is done.
-func (l *Link) waitForLoss(ctx context.Context, vanished <-chan struct{}) (Cause, string, error) {
+func (l *Link) waitForLoss(ctx context.Context, changed <-chan struct{}) (Cause, string, error) {
 	for {
 		select {
 		case <-ctx.Done():
 			return CauseNone, "", ctx.Err()
 		case cause := <-l.lost:
 			return cause, "", nil
-		case <-vanished:
+		case <-changed:
 			if !l.stillPresent() {
 				return CauseAdapterMissing, "device node removed", nil
 			}
@@ -249,7 +254,12 @@ func (l *Link) connect(ctx context.Context) error {
 	l.session.Lock()
 	defer l.session.Unlock()
 	l.drain()
-	path, err := l.res.resolve()
+	l.mu.Lock()
+	known := l.adapter
+	l.mu.Unlock()
+	start := time.Now()
+	path, port, err := l.res.resolve(known)
+	resolved := time.Since(start)
 	l.mu.Lock()
 	l.resolved = path
 	l.mu.Unlock()
@@ -261,6 +271,14 @@ func (l *Link) connect(ctx context.Context) error {
 	if err != nil {
 		l.openFailed(err)
 		return err
+	}
+	l.log.Debug("port opened", "device", path, "resolve", resolved, "open", time.Since(start)-resolved)
+	if port != nil {
+		l.mu.Lock()
+		l.adapter = port // found through sysfs: known already
+		l.mu.Unlock()
+	} else if l.gateway == nil {
+		l.learnAdapter(path)
 	}
 	l.mu.Lock()
 	l.port, l.deniedAt = p, time.Time{}
@@ -357,6 +375,7 @@ func (l *Link) openFailed(err error) {
 		l.mu.Lock()
 		l.deniedAt = time.Time{}
 		l.mu.Unlock()
+		l.log.Debug("open failed", "err", err)
 	}
 	if cause == CauseDeviceNotAllowed {
 		err = fmt.Errorf("device not allowed by the container's device rules: %w", err)
@@ -393,22 +412,73 @@ func (l *Link) watchTargets() []string {
 	defer l.mu.Unlock()
 	configured := l.cfg.Device
 	if _, usb := parseUSB(configured); usb {
-		configured = "/dev/tty" // the enumerator scans /dev: watch it
+		configured = filepath.Join(l.cfg.sys.devDir(), "tty") // the adapter's node appears there
 	}
 	return []string{configured, l.resolved}
 }
 
+// configuredPresent: the configured path leads to an existing node. (A USB
+// identity is not a path: its node is found by enumerating.)
+func (l *Link) configuredPresent() bool {
+	if _, usb := parseUSB(l.cfg.Device); usb {
+		return false
+	}
+	_, err := os.Stat(l.cfg.Device)
+	return err == nil
+}
+
+// stillPresent: the node in use is still there and the configured path, if
+// it exists, still leads to it (udev may not have made the by-id link yet
+// when the node was found without it). A few stats: it runs at every change
+// in the watched directories and after unanswered requests.
 func (l *Link) stillPresent() bool {
 	if l.gateway != nil {
 		return true // no node: a lost connection reports itself
 	}
-	path, err := l.res.resolve()
-	if err != nil {
+	l.mu.Lock()
+	node := l.resolved
+	l.mu.Unlock()
+	if node == "" {
 		return false
 	}
+	if _, err := os.Stat(node); err != nil {
+		return false
+	}
+	if _, usb := parseUSB(l.cfg.Device); usb {
+		return true
+	}
+	path, err := filepath.EvalSymlinks(l.cfg.Device)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && path == node
+}
+
+// learnAdapter remembers which USB adapter port a configured link (by-id,
+// by-path, a udev rule's) led to, so that at the next replug its node is
+// opened before udev has made the link again. (A usb: identity and a node
+// found without the link are known from sysfs already; a node path names
+// the node, whatever adapter gets it.) It runs with the port just opened,
+// while the node surely exists (an unplug right after the open would leave
+// nothing to learn from), and reads the node's own entry in sysfs.
+func (l *Link) learnAdapter(node string) {
+	if _, usb := parseUSB(l.cfg.Device); usb || node == filepath.Clean(l.cfg.Device) {
+		return
+	}
+	if target, err := filepath.EvalSymlinks(l.cfg.Device); err != nil || target != node {
+		return
+	}
+	p, ok := l.res.portOf(node)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return path == l.resolved
+	switch {
+	case ok && p.Node == filepath.Clean(l.cfg.Device):
+		l.adapter = nil // the configured path is the node itself
+	case ok:
+		l.adapter = &p
+	default:
+		l.adapter = nil // not a USB serial port
+	}
 }
 
 func (l *Link) stopOfflineTimer() {

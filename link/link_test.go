@@ -83,9 +83,7 @@ func TestUnplugReplug(t *testing.T) {
 			t.Fatalf("read while unplugged: %v", err)
 		}
 		time.Sleep(300 * time.Millisecond)
-		if err := r.sim.Replug(); err != nil {
-			t.Fatal(err)
-		}
+		r.replug()
 		on := r.waitState(Online, CauseNone)
 		if on.Reconnects != 1 || on.LastOutage < 300*time.Millisecond || on.LastOutage > hangGuard {
 			t.Fatalf("after replug %+v (lost at %v)", on, st.Since)
@@ -105,9 +103,7 @@ func TestReplugIsSeenByTheWatch(t *testing.T) {
 		for i := 0; i < 3; i++ {
 			r.unplug()
 			time.Sleep(50 * time.Millisecond) // let the attempt made at the loss fail
-			if err := r.sim.Replug(); err != nil {
-				t.Fatal(err)
-			}
+			r.replug()
 			if on := r.waitState(Online, CauseNone); on.Reconnects != i+1 {
 				t.Fatalf("cycle %d: %+v", i, on)
 			}
@@ -130,9 +126,7 @@ func TestLongOutageResumesAtReplugNotAtNextBackoffTick(t *testing.T) {
 		// next attempt is 4.3 s away.
 		time.Sleep(7*time.Second - time.Since(lost.Since))
 		replug := time.Now()
-		if err := r.sim.Replug(); err != nil {
-			t.Fatal(err)
-		}
+		r.replug()
 		on := r.waitState(Online, CauseNone)
 		r.mustRead()
 		resumed := time.Since(replug)
@@ -203,9 +197,7 @@ func TestUnplugWithRequestInFlight(t *testing.T) {
 			t.Errorf("the process used %s of CPU in a 1.5 s outage: a reader spins", used)
 		}
 		r.sim.ClearFaults()
-		if err := r.sim.Replug(); err != nil {
-			t.Fatal(err)
-		}
+		r.replug()
 		r.waitState(Online, CauseNone)
 		r.mustRead()
 	})
@@ -235,9 +227,7 @@ func TestAdapterReturnsUnderAnotherName(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitState(Reconnecting, CauseAdapterMissing)
-	if err := r.sim.Replug(); err != nil {
-		t.Fatal(err)
-	}
+	r.replug()
 	if base := filepath.Base(r.sim.NodePath()); base != "ttyUSB1" {
 		t.Fatalf("replugged as %s while ttyUSB0 was held, want ttyUSB1", base)
 	}
@@ -420,9 +410,7 @@ func TestOfflineAfter(t *testing.T) {
 		if d := off.Since.Sub(lost.Since); d < 300*time.Millisecond {
 			t.Fatalf("offline %s after the loss, before OfflineAfter", d)
 		}
-		if err := r.sim.Replug(); err != nil {
-			t.Fatal(err)
-		}
+		r.replug()
 		r.waitState(Online, CauseNone)
 		r.mustRead()
 	})
@@ -436,9 +424,7 @@ func TestWrongMeter(t *testing.T) {
 		r.mustRead()
 		r.unplug()
 		r.sim.SetSerial("999999X")
-		if err := r.sim.Replug(); err != nil {
-			t.Fatal(err)
-		}
+		r.replug()
 		st := r.waitState(Online, CauseWrongMeter)
 		if !strings.Contains(st.Detail, "999999X") || !strings.Contains(st.Detail, "235411W") {
 			t.Fatalf("status %+v", st)
@@ -461,9 +447,7 @@ func TestNoLeaksOver200Cycles(t *testing.T) {
 		r.mustRead()
 		cycle := func() {
 			r.unplug()
-			if err := r.sim.Replug(); err != nil {
-				t.Fatal(err)
-			}
+			r.replug()
 			r.waitState(Online, CauseNone)
 		}
 		for i := 0; i < 10; i++ { // warm up: lazily started runtime goroutines, fd tables

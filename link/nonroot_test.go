@@ -19,14 +19,22 @@ import (
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
-// nonRootDeviceEnv tells a re-run of the test binary to be the non-root bridge.
-const nonRootDeviceEnv = "EM340_LINK_TEST_NONROOT_DEVICE"
+// nonRootDeviceEnv tells a re-run of the test binary to be the non-root
+// bridge; nonRootSysEnv and nonRootDevEnv give it the sysfs to read.
+const (
+	nonRootDeviceEnv = "EM340_LINK_TEST_NONROOT_DEVICE"
+	nonRootSysEnv    = "EM340_LINK_TEST_NONROOT_SYS"
+	nonRootDevEnv    = "EM340_LINK_TEST_NONROOT_DEV"
+)
 
 // A non-root bridge in group dialout that opens the node the moment it
 // appears gets EACCES until udev's chmod (~90 ms): it must retry at once and
 // never publish "permission denied". Root ignores file modes, so the test
 // binary runs again as nobody with dialout as a supplementary group, against
 // a simulator that really makes the pty 0600 root:root, then 0660 dialout.
+// Through by-id the node is opened before udev's link exists (a second
+// after the chmod here), so the retry after the chmod must come from the
+// node's own change of mode.
 func TestNonRootReplugIsNotPermissionDenied(t *testing.T) {
 	if os.Getenv(nonRootDeviceEnv) != "" {
 		t.Skip("the child's half is TestNonRootChild")
@@ -45,16 +53,38 @@ func TestNonRootReplugIsNotPermissionDenied(t *testing.T) {
 	uid, _ := strconv.Atoi(nobody.Uid)
 	gid, _ := strconv.Atoi(nobody.Gid)
 	dgid, _ := strconv.Atoi(dialout.Gid)
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(dgid)}}
+	forLayouts(t, func(t *testing.T, l layout) { nonRootReplug(t, l, cred) })
+}
 
-	root := t.TempDir()
-	for dir := root; dir != os.TempDir() && dir != "/"; dir = filepath.Dir(dir) {
-		must(t, os.Chmod(dir, 0o755)) // searchable by nobody
+func nonRootReplug(t *testing.T, l layout, cred *syscall.Credential) {
+	searchable := func(root string) {
+		for dir := root; dir != os.TempDir() && dir != "/"; dir = filepath.Dir(dir) {
+			must(t, os.Chmod(dir, 0o755)) // by nobody
+		}
 	}
+	root := t.TempDir()
+	searchable(root)
 	sim := emsim.New(emsim.Options{})
-	if err := sim.StartTree(emsim.DevTree{Root: root}); err != nil {
+	var pace emsim.Pace
+	env := []string{}
+	if l == byIDPath {
+		pace.Links = time.Second
+		sys := newSysTree(t)
+		searchable(sys.root)
+		for n := range 4 {
+			sys.usbSerial(fmt.Sprintf("ttyUSB%d", n), rigAdapter, "00", "0")
+		}
+		env = append(env, nonRootSysEnv+"="+sys.root, nonRootDevEnv+"="+root)
+	}
+	if err := sim.StartTree(emsim.DevTree{Root: root, Pace: pace}); err != nil {
 		t.Fatal(err)
 	}
 	defer sim.Close()
+	device := sim.NodePath()
+	if l == byIDPath {
+		device = sim.ByIDPath()
+	}
 	// The binary lives in a root-only build directory: copy it where nobody may run it.
 	self, err := os.Executable()
 	if err != nil {
@@ -66,8 +96,8 @@ func TestNonRootReplugIsNotPermissionDenied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*hangGuard)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-test.run=^TestNonRootChild$", "-test.v")
-	cmd.Env = append(os.Environ(), nonRootDeviceEnv+"="+sim.NodePath())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(dgid)}}}
+	cmd.Env = append(append(os.Environ(), nonRootDeviceEnv+"="+device), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -115,10 +145,15 @@ func TestNonRootReplugIsNotPermissionDenied(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		if err := sim.Replug(); err != nil {
+		replugged := make(chan error, 1)
+		go func() { replugged <- sim.Replug() }() // returns once udev's links are in place
+		waitLine("STATE online")
+		if _, err := os.Lstat(sim.ByIDPath()); l == byIDPath && err == nil {
+			t.Fatalf("cycle %d: online only once udev had made the by-id link", i)
+		}
+		if err := <-replugged; err != nil {
 			t.Fatal(err)
 		}
-		waitLine("STATE online")
 	}
 	cancel()
 	_ = cmd.Wait()
@@ -141,6 +176,7 @@ func TestNonRootChild(t *testing.T) {
 		t.Skip("run by TestNonRootReplugIsNotPermissionDenied")
 	}
 	l := New(Config{
+		sys:     sysfs{root: os.Getenv(nonRootSysEnv), dev: os.Getenv(nonRootDevEnv)},
 		Device:  device,
 		Serial:  Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: 300 * time.Millisecond},
 		Backoff: ReconnectBackoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 2},

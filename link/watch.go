@@ -2,6 +2,7 @@ package link
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,19 +24,20 @@ import (
 // as soon as its parent reports it.
 type dirWatch struct {
 	w        *fsnotify.Watcher
-	targets  func() []string // the paths to follow: the configured one and the node in use
-	usb      bool            // the adapter is named by USB id: any new tty may be it
-	appeared chan struct{}   // the configured path resolves to a node (again), or a node changed mode
-	vanished chan struct{}   // something was removed or renamed on the way: the node may be gone
+	targets  func() []string // the paths to follow: the configured one and the node in use or last tried
+	present  func() bool     // the configured path leads to a node
+	log      *slog.Logger
+	appeared chan struct{} // the device may be there (again), or may have become accessible
+	changed  chan struct{} // something was made, removed or renamed on the way: the node in use may be gone or moved
 }
 
-func newDirWatch(targets func() []string, usb bool) (*dirWatch, error) {
+func newDirWatch(targets func() []string, present func() bool, log *slog.Logger) (*dirWatch, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	return &dirWatch{w: w, targets: targets, usb: usb,
-		appeared: make(chan struct{}, 1), vanished: make(chan struct{}, 1)}, nil
+	return &dirWatch{w: w, targets: targets, present: present, log: log,
+		appeared: make(chan struct{}, 1), changed: make(chan struct{}, 1)}, nil
 }
 
 // run forwards relevant events until ctx is done.
@@ -49,21 +51,51 @@ func (d *dirWatch) run(ctx context.Context) {
 			if !ok {
 				return
 			}
-			// An overflowed queue only loses wake-ups: follow again, the backoff still runs.
+			// An overflowed queue loses events: follow again and look.
 			d.follow()
+			signal(d.changed)
+			signal(d.appeared)
 		case ev, ok := <-d.w.Events:
 			if !ok {
 				return
 			}
-			d.follow()
-			if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-				signal(d.vanished)
+			if !ev.Has(fsnotify.Create | fsnotify.Remove | fsnotify.Rename | fsnotify.Chmod) {
+				// A write: every request on every tty in /dev is one. Nothing
+				// was made, removed or made accessible.
+				continue
 			}
-			if d.present() || (d.usb && strings.HasPrefix(filepath.Base(ev.Name), "tty")) {
+			d.follow()
+			if ev.Has(fsnotify.Create | fsnotify.Remove | fsnotify.Rename) {
+				signal(d.changed)
+			}
+			if ev.Has(fsnotify.Create|fsnotify.Chmod) && d.mayBeDevice(ev.Name) {
+				d.log.Debug("the device may be there", "event", ev.String())
 				signal(d.appeared)
 			}
 		}
 	}
+}
+
+// mayBeDevice: name, just made or given new permissions (udev's chmod comes
+// ~90 ms after the node), may be what the link waits for: the configured
+// path now leads to a node, name is a target or what one resolves to, or it
+// is a tty the kernel made (a USB adapter's node, before udev links it).
+func (d *dirWatch) mayBeDevice(name string) bool {
+	if strings.HasPrefix(filepath.Base(name), "tty") || d.present() {
+		return true
+	}
+	for _, t := range d.targets() {
+		if t == "" {
+			continue
+		}
+		if t == name {
+			return true
+		}
+		if resolved, err := filepath.EvalSymlinks(t); err == nil && resolved == name {
+			return true
+		}
+	}
+	return false
 }
 
 // follow adds a watch on every existing directory the targets run through,
@@ -85,16 +117,6 @@ func (d *dirWatch) follow() {
 			return
 		}
 	}
-}
-
-// present: the first target (the configured path) resolves to an existing node.
-func (d *dirWatch) present() bool {
-	t := d.targets()
-	if len(t) == 0 || t[0] == "" {
-		return false
-	}
-	_, err := os.Stat(t[0])
-	return err == nil
 }
 
 // watchDirs is every existing directory above each target and above what it

@@ -2,8 +2,10 @@ package link
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,7 +15,9 @@ import (
 // each layout removes the path (and directories, at every depth) and makes it
 // again, and the test counts the wake-ups: one must arrive per re-creation.
 // Plain files and symlinks stand in for udev's; the simulator's tree mode is
-// exercised by the link tests.
+// exercised by the link tests. The nodes are not named tty*: a tty made in a
+// watched directory wakes the watch by itself (it may be a USB adapter), and
+// here only the configured path coming back may.
 func TestWatchSeesThePathComeBack(t *testing.T) {
 	type step func(t *testing.T, root string)
 	mkdir := func(rel string) step {
@@ -50,35 +54,35 @@ func TestWatchSeesThePathComeBack(t *testing.T) {
 		replug   []step
 		resolves string // what the device resolves to after the replug, relative to root
 	}{
-		{name: "plain node", device: "ttyUSB0",
-			setup: []step{node("ttyUSB0")}, unplug: []step{rm("ttyUSB0")}, replug: []step{node("ttyUSB0")},
-			resolves: "ttyUSB0"},
-		{name: "node made 0600, then chmod", device: "ttyUSB0",
-			setup: []step{node("ttyUSB0")}, unplug: []step{rm("ttyUSB0")}, replug: []step{node("ttyUSB0"), chmod("ttyUSB0")},
-			resolves: "ttyUSB0"},
+		{name: "plain node", device: "node0",
+			setup: []step{node("node0")}, unplug: []step{rm("node0")}, replug: []step{node("node0")},
+			resolves: "node0"},
+		{name: "node made 0600, then chmod", device: "node0",
+			setup: []step{node("node0")}, unplug: []step{rm("node0")}, replug: []step{node("node0"), chmod("node0")},
+			resolves: "node0"},
 		{name: "by-id, udev deletes serial/ and re-creates it, link by rename", device: byID,
-			setup:    []step{node("ttyUSB0"), mkdir("serial/by-path"), mkdir("serial/by-id"), link("../../ttyUSB0", byID)},
-			unplug:   []step{rm("ttyUSB0"), rmAll("serial/by-path"), rm(byID), rmAll("serial/by-id"), rmAll("serial")},
-			replug:   []step{node("ttyUSB0"), mkdir("serial"), mkdir("serial/by-path"), mkdir("serial/by-id"), link("../../ttyUSB0", byID)},
-			resolves: "ttyUSB0"},
-		{name: "by-id re-pointed to ttyUSB1", device: byID,
-			setup:    []step{node("ttyUSB0"), mkdir("serial/by-id"), link("../../ttyUSB0", byID)},
+			setup:    []step{node("node0"), mkdir("serial/by-path"), mkdir("serial/by-id"), link("../../node0", byID)},
+			unplug:   []step{rm("node0"), rmAll("serial/by-path"), rm(byID), rmAll("serial/by-id"), rmAll("serial")},
+			replug:   []step{node("node0"), mkdir("serial"), mkdir("serial/by-path"), mkdir("serial/by-id"), link("../../node0", byID)},
+			resolves: "node0"},
+		{name: "by-id re-pointed to node1", device: byID,
+			setup:    []step{node("node0"), mkdir("serial/by-id"), link("../../node0", byID)},
 			unplug:   []step{rm(byID), rmAll("serial")},
-			replug:   []step{node("ttyUSB1"), mkdir("serial/by-id"), link("../../ttyUSB1", byID)},
-			resolves: "ttyUSB1"},
+			replug:   []step{node("node1"), mkdir("serial/by-id"), link("../../node1", byID)},
+			resolves: "node1"},
 		{name: "by-id, only its own directory deleted", device: byID,
-			setup:    []step{node("ttyUSB0"), mkdir("serial/by-id"), link("../../ttyUSB0", byID)},
+			setup:    []step{node("node0"), mkdir("serial/by-id"), link("../../node0", byID)},
 			unplug:   []step{rmAll("serial/by-id")},
-			replug:   []step{mkdir("serial/by-id"), link("../../ttyUSB0", byID)},
-			resolves: "ttyUSB0"},
-		{name: "deep path, directories re-created at once", device: "a/b/c/d/ttyUSB0",
-			setup: []step{mkdir("a/b/c/d"), node("a/b/c/d/ttyUSB0")}, unplug: []step{rmAll("a")},
-			replug: []step{mkdir("a/b/c/d"), node("a/b/c/d/ttyUSB0")}, resolves: "a/b/c/d/ttyUSB0"},
-		{name: "deep path, directories re-created one by one", device: "a/b/c/d/ttyUSB0",
-			setup: []step{mkdir("a/b/c/d"), node("a/b/c/d/ttyUSB0")}, unplug: []step{rmAll("a/b")},
-			replug: []step{mkdir("a/b"), mkdir("a/b/c"), mkdir("a/b/c/d"), node("a/b/c/d/ttyUSB0")}, resolves: "a/b/c/d/ttyUSB0"},
-		{name: "configured before anything exists", device: "x/y/ttyUSB0",
-			replug: []step{mkdir("x/y"), node("x/y/ttyUSB0")}, resolves: "x/y/ttyUSB0"},
+			replug:   []step{mkdir("serial/by-id"), link("../../node0", byID)},
+			resolves: "node0"},
+		{name: "deep path, directories re-created at once", device: "a/b/c/d/node0",
+			setup: []step{mkdir("a/b/c/d"), node("a/b/c/d/node0")}, unplug: []step{rmAll("a")},
+			replug: []step{mkdir("a/b/c/d"), node("a/b/c/d/node0")}, resolves: "a/b/c/d/node0"},
+		{name: "deep path, directories re-created one by one", device: "a/b/c/d/node0",
+			setup: []step{mkdir("a/b/c/d"), node("a/b/c/d/node0")}, unplug: []step{rmAll("a/b")},
+			replug: []step{mkdir("a/b"), mkdir("a/b/c"), mkdir("a/b/c/d"), node("a/b/c/d/node0")}, resolves: "a/b/c/d/node0"},
+		{name: "configured before anything exists", device: "x/y/node0",
+			replug: []step{mkdir("x/y"), node("x/y/node0")}, resolves: "x/y/node0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,7 +91,8 @@ func TestWatchSeesThePathComeBack(t *testing.T) {
 			for _, s := range tt.setup {
 				s(t, root)
 			}
-			w, err := newDirWatch(func() []string { return []string{device, ""} }, false)
+			present := func() bool { _, err := os.Stat(device); return err == nil }
+			w, err := newDirWatch(func() []string { return []string{device, ""} }, present, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,7 +107,7 @@ func TestWatchSeesThePathComeBack(t *testing.T) {
 					for _, s := range tt.unplug {
 						s(t, root)
 					}
-					waitSignal(t, w.vanished, "vanished")
+					waitSignal(t, w.changed, "changed")
 					if _, err := os.Stat(device); err == nil {
 						t.Fatal("still there after unplug")
 					}
@@ -118,6 +123,76 @@ func TestWatchSeesThePathComeBack(t *testing.T) {
 				}
 				if len(tt.unplug) == 0 {
 					break
+				}
+			}
+		})
+	}
+}
+
+// What wakes a reconnect: a tty made or given a new mode (a USB adapter's
+// node, udev's chmod of it), or a change of mode of the node last tried,
+// whatever its name (a pty stands in for it here). Not a write: every request
+// on any tty in /dev is one, and a usb: or by-id link would enumerate the
+// serial ports for each. Here the configured path is missing (the adapter
+// is away), as during an outage.
+func TestWatchWakesForNewTTYsAndModesNotWrites(t *testing.T) {
+	touch := func(path string) { must(t, os.WriteFile(path, nil, 0o600)) }
+	tests := []struct {
+		name  string
+		op    func(root string)
+		wakes bool
+	}{
+		{"a write to a tty", func(root string) { must(t, os.WriteFile(filepath.Join(root, "ttyS1"), []byte("x"), 0o600)) }, false},
+		{"a tty made", func(root string) { touch(filepath.Join(root, "ttyUSB1")) }, true},
+		{"a tty made by rename", func(root string) {
+			touch(filepath.Join(root, ".tmp"))
+			must(t, os.Rename(filepath.Join(root, ".tmp"), filepath.Join(root, "ttyACM0")))
+		}, true},
+		{"a tty's mode changed", func(root string) { must(t, os.Chmod(filepath.Join(root, "ttyS1"), 0o660)) }, true},
+		{"the mode of the node last tried changed", func(root string) { must(t, os.Chmod(filepath.Join(root, "pts", "7"), 0o660)) }, true},
+		{"another file's mode changed", func(root string) { must(t, os.Chmod(filepath.Join(root, "null"), 0o666)) }, false},
+		{"another file made", func(root string) { touch(filepath.Join(root, "kmsg")) }, false},
+		{"a file removed", func(root string) { must(t, os.Remove(filepath.Join(root, "null"))) }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			must(t, os.Mkdir(filepath.Join(root, "pts"), 0o755))
+			for _, f := range []string{"ttyS1", "null", "pts/7"} {
+				touch(filepath.Join(root, f))
+			}
+			node := filepath.Join(root, "ttyUSB0") // the node last tried: a link to a pty, as in tree mode
+			must(t, os.Symlink("pts/7", node))
+			device := filepath.Join(root, "serial", "by-id", "usb-x") // missing
+			present := func() bool { _, err := os.Stat(device); return err == nil }
+			w, err := newDirWatch(func() []string { return []string{device, node} }, present, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.follow()
+			ctx, cancel := context.WithCancel(context.Background())
+			var running sync.WaitGroup
+			running.Go(func() { w.run(ctx) })
+			defer func() { cancel(); running.Wait(); _ = w.close() }()
+
+			tt.op(root)
+			// The watch follows the configured path: once it watches serial/,
+			// made after tt.op, it has handled tt.op (events come in order).
+			serial := filepath.Join(root, "serial")
+			must(t, os.Mkdir(serial, 0o755))
+			for deadline := time.Now().Add(hangGuard); !slices.Contains(w.w.WatchList(), serial); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s was never watched", serial)
+				}
+			}
+			select {
+			case <-w.appeared:
+				if !tt.wakes {
+					t.Error("woke the link")
+				}
+			default:
+				if tt.wakes {
+					t.Error("did not wake the link")
 				}
 			}
 		})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -27,10 +28,15 @@ type HealthStatus struct {
 	// StallTimeout travels with the status: in the add-on the settings exist
 	// only in the bridge's environment, not in the health check's.
 	StallTimeout time.Duration `json:"stall_timeout_ns"`
+	// Goroutines is how many goroutines the process had when the status was
+	// written (writeStatus fills it in): a test rig watches it for leaks
+	// across outages without reaching into the process.
+	Goroutines int `json:"goroutines"`
 }
 
 // writeStatus replaces the file atomically, so a reader never sees half of it.
 func writeStatus(path string, st HealthStatus) error {
+	st.Goroutines = runtime.NumGoroutine()
 	data, err := json.Marshal(st)
 	if err != nil {
 		return err

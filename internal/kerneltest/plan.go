@@ -54,7 +54,10 @@ type Results struct {
 	PermissionDenied []string       `json:"permission_denied"`
 	BaselineFDs      map[string]int `json:"baseline_fds"`
 	BaselineThreads  map[string]int `json:"baseline_threads"`
-	Error            string         `json:"error,omitempty"`
+	// BaselineGoroutines is each bridge's goroutine count (from its status
+	// file) in steady state before the first cycle.
+	BaselineGoroutines map[string]int `json:"baseline_goroutines"`
+	Error              string         `json:"error,omitempty"`
 }
 
 // Cycle is one bridge's view of one unplug/replug cycle. Durations are
@@ -79,5 +82,15 @@ type Cycle struct {
 	Node           string  `json:"node"`          // the node the kernel created on replug
 	FDs            int     `json:"fds"`           // open fds after the cycle
 	Threads        int     `json:"threads"`       // OS threads after the cycle
-	LastLink       string  `json:"last_link"`     // last link payload at the end of the cycle
+	Goroutines     int     `json:"goroutines"`    // goroutines after the cycle (the bridge's status file); -1 unknown
+	// The timeline of the replug, from the kernel creating the node, in ms on
+	// the guest clock (-1 = not seen): udev making the node group dialout,
+	// udev's by-id link appearing (renamed into place), the bridge's first
+	// open attempt, the port opened, and the link online (identity proven).
+	ChmodMS        float64 `json:"chmod_ms"`
+	ByIDMS         float64 `json:"byid_ms"`
+	FirstAttemptMS float64 `json:"first_attempt_ms"`
+	OpenMS         float64 `json:"open_ms"`
+	OnlineMS       float64 `json:"online_ms"`
+	LastLink       string  `json:"last_link"` // last link payload at the end of the cycle
 }

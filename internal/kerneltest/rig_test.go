@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/em340-bridge/em340-bridge/internal/testenv"
+	"github.com/em340-bridge/em340-bridge/meter"
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
@@ -33,6 +34,10 @@ const (
 	reconnectDelay    = 20 * time.Second
 	watchBound        = 5 * time.Second
 	maxOutageCPU      = 40.0 // percent of one core over the outage window
+	// goroutineSlack is what the count may differ by between two moments of
+	// steady state (a publish or a timer in flight); a leak of one per cycle
+	// exceeds it over the run's eight cycles.
+	goroutineSlack = 3
 )
 
 // offlineAfter is EM340_OFFLINE_AFTER in the guest, shorter than the 60 s outage.
@@ -94,6 +99,7 @@ func TestRealKernelUnplug(t *testing.T) {
 		"EM340_RECONNECT_MIN_DELAY=" + reconnectDelay.String(),
 		"EM340_RECONNECT_MAX_DELAY=" + reconnectDelay.String(),
 		"EM340_LOG_LEVEL=debug",
+		"EM340_LOG_FORMAT=json", // the guest reads the link's timeline from it
 	}}
 	b, err := json.Marshal(plan)
 	must(t, err)
@@ -101,7 +107,7 @@ func TestRealKernelUnplug(t *testing.T) {
 
 	sims := make([]*emsim.Sim, len(adapters))
 	for i, a := range adapters {
-		sims[i] = emsim.New(emsim.Options{Serial: a.MeterID, FineEnergy: true, ProductionYear: 2021, WireTiming: true, Baud: 115200})
+		sims[i] = emsim.New(emsim.Options{Serial: a.MeterID, FineEnergy: true, ProductionYear: 2021, MeasurementMode: meter.MeasurementModeB, WireTiming: true, Baud: 115200})
 		must(t, sims[i].Start(filepath.Join(dir, fmt.Sprintf("adapter%d", i))))
 		t.Cleanup(func() { _ = sims[i].Close() })
 	}
@@ -134,6 +140,12 @@ func TestRealKernelUnplug(t *testing.T) {
 		<-exited
 	})
 	defer func() {
+		if keep := os.Getenv("EM340_KERNELTEST_LOGS"); keep != "" {
+			// The guest's logs (bridges, udevd, mosquitto) for a closer look.
+			if err := os.CopyFS(keep, os.DirFS(filepath.Join(sharedDir, "logs"))); err != nil {
+				t.Errorf("EM340_KERNELTEST_LOGS: %v", err)
+			}
+		}
 		if t.Failed() {
 			t.Logf("console tail:\n%s", tail(console, 60))
 			t.Logf("qemu output:\n%s", tail(filepath.Join(dir, "qemu.log"), 20))
@@ -150,7 +162,8 @@ func TestRealKernelUnplug(t *testing.T) {
 	must(t, err)
 	defer ctl.Close()
 
-	if err := serveGuest(ctx, ctl, qmp, adapters, sims, exited); err != nil {
+	replugs := newReplugLog()
+	if err := serveGuest(ctx, ctl, qmp, adapters, sims, replugs, exited); err != nil {
 		t.Fatalf("driving the guest: %v (after %v)", err, time.Since(started).Round(time.Second))
 	}
 	b, err = os.ReadFile(filepath.Join(sharedDir, "results.json"))
@@ -163,7 +176,7 @@ func TestRealKernelUnplug(t *testing.T) {
 		t.Fatalf("guest: %s", res.Error)
 	}
 	t.Logf("rig finished in %v", time.Since(started).Round(time.Second))
-	report(t, res)
+	report(t, res, bridges, replugs)
 	judge(t, res, len(bridges))
 }
 
@@ -233,10 +246,17 @@ func judge(t *testing.T, res Results, nBridges int) {
 		if base, ok := res.BaselineThreads[name]; ok && c.Threads > base+2 {
 			t.Errorf("%s: %d threads after the last recovered cycle, %d before the first", name, c.Threads, base)
 		}
+		switch base, ok := res.BaselineGoroutines[name]; {
+		case !ok || base < 0 || c.Goroutines < 0:
+			t.Errorf("%s: goroutines not known (status file: %d before the first cycle, %d after the last)", name, base, c.Goroutines)
+		case c.Goroutines > base+goroutineSlack:
+			t.Errorf("%s: %d goroutines after the last recovered cycle, %d before the first: a leak", name, c.Goroutines, base)
+		}
 	}
 }
 
-// reportRow is one line of the benchmark table.
+// reportRow is one line of the benchmark table: one bridge, one replug.
+// Times are ms from the kernel creating the node (guest clock), -1 = never.
 type reportRow struct {
 	Scenario      string  `json:"scenario"`
 	Cycle         int     `json:"cycle"`
@@ -248,18 +268,64 @@ type reportRow struct {
 	CPUPercent    float64 `json:"cpu_percent"`
 	InRequest     bool    `json:"unplug_in_request"`
 	Node          string  `json:"node"`
+	// The replug's timeline: udev's chmod and by-id link, the bridge's first
+	// open attempt, the port open, the link online, the state on MQTT.
+	ChmodMS        float64 `json:"chmod_ms"`
+	ByIDMS         float64 `json:"byid_ms"`
+	FirstAttemptMS float64 `json:"first_attempt_ms"`
+	OpenMS         float64 `json:"open_ms"`
+	OnlineMS       float64 `json:"online_ms"`
+	// The requests the simulator answered from device_add to the end of the
+	// first complete snapshot, their wire minimum (see wireMinimum) and
+	// node→state minus it; -1 when there was no such snapshot.
+	Requests     int     `json:"requests"`
+	WireMinMS    float64 `json:"wire_min_ms"`
+	OverWireMS   float64 `json:"over_wire_ms"`
+	Goroutines   int     `json:"goroutines"`
+	BaselineGors int     `json:"baseline_goroutines"`
 }
 
-func report(t *testing.T, res Results) {
+func report(t *testing.T, res Results, bridges []Bridge, replugs *replugLog) {
 	t.Helper()
+	snapshot, err := meter.Plan(meter.Registers(), true, simMaxWords)
+	must(t, err)
+	// The k-th cycle of the plan is every adapter's k-th replug.
+	ordinal := map[string]int{}
+	for _, sc := range scenarios {
+		for n := 1; n <= sc.Cycles; n++ {
+			ordinal[fmt.Sprintf("%s#%d", sc.Name, n)] = len(ordinal)
+		}
+	}
+	adapter := map[string]int{}
+	for _, b := range bridges {
+		adapter[b.Name] = b.Adapter
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-12s %2s %-7s %-8s %9s %12s %12s %6s %5s %s\n", "scenario", "#", "path", "user", "detect_ms", "node→state", "add→state", "cpu%", "inreq", "node")
+	fmt.Fprintf(&b, "%-11s %1s %-6s %-7s %6s %5s %5s %5s %5s %6s %6s %6s %4s %5s %5s %5s %3s\n",
+		"scenario", "#", "path", "user", "detect", "chmod", "by-id", "try", "open", "online", "state", "add→st", "reqs", "wire", "over", "cpu%", "gor")
 	var rows []reportRow
 	for _, c := range res.Cycles {
-		rows = append(rows, reportRow{c.Scenario, c.Cycle, c.Kind, c.User, c.DetectMS, c.NodeToStateMS, c.AddToStateMS, c.CPUPercent, c.InRequest, c.Node})
-		fmt.Fprintf(&b, "%-12s %2d %-7s %-8s %9.0f %12.0f %12.0f %6.1f %5v %s\n", c.Scenario, c.Cycle, c.Kind, c.User, c.DetectMS, c.NodeToStateMS, c.AddToStateMS, c.CPUPercent, c.InRequest, c.Node)
+		row := reportRow{Scenario: c.Scenario, Cycle: c.Cycle, Kind: c.Kind, User: c.User, DetectMS: c.DetectMS,
+			NodeToStateMS: c.NodeToStateMS, AddToStateMS: c.AddToStateMS, CPUPercent: c.CPUPercent, InRequest: c.InRequest, Node: c.Node,
+			ChmodMS: c.ChmodMS, ByIDMS: c.ByIDMS, FirstAttemptMS: c.FirstAttemptMS, OpenMS: c.OpenMS, OnlineMS: c.OnlineMS,
+			Requests: -1, WireMinMS: -1, OverWireMS: -1, Goroutines: c.Goroutines, BaselineGors: res.BaselineGoroutines[c.Bridge]}
+		if reqs, ok := replugs.get(adapter[c.Bridge], ordinal[fmt.Sprintf("%s#%d", c.Scenario, c.Cycle)]); ok && c.NodeToStateMS >= 0 {
+			if first, ok := reconnectRequests(reqs, snapshot); ok {
+				row.Requests = len(first)
+				row.WireMinMS = float64(wireMinimum(first).Microseconds()) / 1000
+				row.OverWireMS = c.NodeToStateMS - row.WireMinMS
+			}
+		}
+		rows = append(rows, row)
+		fmt.Fprintf(&b, "%-11s %1d %-6s %-7s %6.0f %5.0f %5.0f %5.0f %5.0f %6.0f %6.0f %6.0f %4d %5.0f %5.0f %5.1f %3d\n",
+			c.Scenario, c.Cycle, c.Kind, c.User, c.DetectMS, c.ChmodMS, c.ByIDMS, c.FirstAttemptMS, c.OpenMS, c.OnlineMS,
+			c.NodeToStateMS, c.AddToStateMS, row.Requests, row.WireMinMS, row.OverWireMS, c.CPUPercent, c.Goroutines)
 	}
-	t.Logf("real-kernel unplug (-1 = never):\n%s", b.String())
+	t.Logf("real-kernel unplug: ms from the kernel creating the node (guest clock; -1 = never): udev's chmod "+
+		"and by-id link, the bridge's first open attempt, port open, link online, first state on MQTT; "+
+		"device_add → state; the requests answered up to the first complete snapshot, their wire minimum "+
+		"(%d baud, 10 bits a byte, %v gap, %v meter latency assumed) and state minus it; CPU over the outage; goroutines after the cycle:\n%s",
+		rigBaud, meterGap, simLatency, b.String())
 	if path := os.Getenv("EM340_KERNELTEST_REPORT"); path != "" {
 		out, err := json.MarshalIndent(map[string]any{"rows": rows, "permission_denied": res.PermissionDenied}, "", "  ")
 		must(t, err)
@@ -270,7 +336,7 @@ func report(t *testing.T, res Results) {
 // serveGuest answers the guest's requests until it says "done": "del N"
 // unplugs adapter N inside a Modbus request (the simulator is muted until the
 // bridge's next request has arrived, then device_del), "add N" plugs it back.
-func serveGuest(ctx context.Context, ctl net.Conn, qmp *qmpConn, adapters []Adapter, sims []*emsim.Sim, exited <-chan error) error {
+func serveGuest(ctx context.Context, ctl net.Conn, qmp *qmpConn, adapters []Adapter, sims []*emsim.Sim, replugs *replugLog, exited <-chan error) error {
 	var wmu sync.Mutex
 	answer := func(s string) {
 		wmu.Lock()
@@ -307,8 +373,12 @@ func serveGuest(ctx context.Context, ctl net.Conn, qmp *qmpConn, adapters []Adap
 		}
 		switch verb {
 		case "done":
+			for i, sim := range sims {
+				replugs.unplugged(i, sim)
+			}
 			return nil
 		case "del":
+			replugs.unplugged(i, sims[i])
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -325,6 +395,7 @@ func serveGuest(ctx context.Context, ctl net.Conn, qmp *qmpConn, adapters []Adap
 			a := adapters[i]
 			args := map[string]any{"driver": "usb-serial", "id": fmt.Sprintf("ser%d", i), "bus": "xhci.0",
 				"port": strconv.Itoa(i + 1), "chardev": fmt.Sprintf("c%d", i), "serial": a.USBSerial}
+			replugs.plugged(i, sims[i])
 			var err error
 			for try := 0; try < 40; try++ { // the deleted device may still be finalising: Duplicate ID
 				if err = qmp.Do(ctx, "device_add", args); err == nil {

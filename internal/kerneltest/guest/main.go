@@ -17,16 +17,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/eclipse/paho.golang/paho"
 	"golang.org/x/sys/unix"
 
+	"github.com/em340-bridge/em340-bridge/internal/bridge"
 	"github.com/em340-bridge/em340-bridge/internal/kerneltest"
 )
 
@@ -64,8 +67,8 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer g.copyLogs()
 	res, err := g.runPlan(ctx)
+	g.copyLogs() // before "done": the host stops qemu once it has the results
 	if err != nil {
 		return err
 	}
@@ -359,15 +362,40 @@ func (g *guest) startBridge(b kerneltest.Bridge) error {
 	return nil
 }
 
-// watchDev records every ttyUSB node the kernel creates in /dev.
+// watchDev records, from inotify, every ttyUSB node the kernel creates in
+// /dev, udev making it group-accessible (an IN_ATTRIB after which the node is
+// 0660 group dialout) and udev's by-id links (renamed into place).
+// /dev/serial and /dev/serial/by-id go with the last adapter and come back
+// with the next: each is watched again as it is created, and what it already
+// holds then is recorded at that moment.
 func (g *guest) watchDev(ctx context.Context) error {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
 	if err != nil {
 		return err
 	}
-	if _, err := unix.InotifyAddWatch(fd, "/dev", unix.IN_CREATE); err != nil {
-		return err
+	const serialDir, byIDDir = "/dev/serial", "/dev/serial/by-id"
+	var mu sync.Mutex // guards dirs: wd → directory
+	dirs := map[int]string{}
+	add := func(dir string, mask uint32) {
+		wd, err := unix.InotifyAddWatch(fd, dir, mask)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		dirs[wd] = dir
+		mu.Unlock()
 	}
+	byIDLinks := func(at time.Time) {
+		ents, _ := os.ReadDir(byIDDir)
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".") {
+				g.j.add(event{at: at, kind: "byid", node: e.Name()})
+			}
+		}
+	}
+	add("/dev", unix.IN_CREATE|unix.IN_ATTRIB)
+	add(serialDir, unix.IN_CREATE)
+	add(byIDDir, unix.IN_CREATE|unix.IN_MOVED_TO)
 	go func() {
 		buf := make([]byte, 64*1024)
 		for {
@@ -380,22 +408,46 @@ func (g *guest) watchDev(ctx context.Context) error {
 				return
 			}
 			for off := 0; off+unix.SizeofInotifyEvent <= n; {
-				nameLen := int(uint32(buf[off+12]) | uint32(buf[off+13])<<8 | uint32(buf[off+14])<<16 | uint32(buf[off+15])<<24)
-				name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+nameLen]), "\x00")
-				off += unix.SizeofInotifyEvent + nameLen
-				if !strings.HasPrefix(name, "ttyUSB") {
-					continue
+				raw := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+				name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(raw.Len)]), "\x00")
+				off += unix.SizeofInotifyEvent + int(raw.Len)
+				mu.Lock()
+				dir := dirs[int(raw.Wd)]
+				if raw.Mask&unix.IN_IGNORED != 0 {
+					delete(dirs, int(raw.Wd))
 				}
-				// The sysfs link may trail the node by a moment.
-				a, ok := adapterOf(name)
-				for try := 0; !ok && try < 40; try++ {
-					time.Sleep(5 * time.Millisecond)
-					a, ok = adapterOf(name)
+				mu.Unlock()
+				switch {
+				case dir == "/dev" && raw.Mask&unix.IN_CREATE != 0 && strings.HasPrefix(name, "ttyUSB"):
+					go func() {
+						// The sysfs link may trail the node by a moment.
+						a, ok := adapterOf(name)
+						for try := 0; !ok && try < 40; try++ {
+							time.Sleep(5 * time.Millisecond)
+							a, ok = adapterOf(name)
+						}
+						if !ok {
+							a = -1
+						}
+						g.j.add(event{at: at, kind: "node", adapter: a, node: name})
+					}()
+				case dir == "/dev" && raw.Mask&unix.IN_ATTRIB != 0 && strings.HasPrefix(name, "ttyUSB"):
+					var st unix.Stat_t
+					if unix.Stat("/dev/"+name, &st) == nil && st.Mode&0o060 == 0o060 && st.Gid == 20 {
+						g.j.add(event{at: at, kind: "chmod", node: name})
+					}
+				case dir == "/dev" && raw.Mask&unix.IN_CREATE != 0 && name == "serial":
+					add(serialDir, unix.IN_CREATE)
+					if _, err := os.Stat(byIDDir); err == nil {
+						add(byIDDir, unix.IN_CREATE|unix.IN_MOVED_TO)
+						byIDLinks(at)
+					}
+				case dir == serialDir && raw.Mask&unix.IN_CREATE != 0 && name == "by-id":
+					add(byIDDir, unix.IN_CREATE|unix.IN_MOVED_TO)
+					byIDLinks(at)
+				case dir == byIDDir && raw.Mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 && !strings.HasPrefix(name, "."):
+					g.j.add(event{at: at, kind: "byid", node: name})
 				}
-				if !ok {
-					a = -1
-				}
-				g.j.add(event{at: at, kind: "node", adapter: a, node: name})
 			}
 		}
 	}()
@@ -469,7 +521,7 @@ func (g *guest) waitOnline(ctx context.Context, after time.Time, timeout time.Du
 }
 
 func (g *guest) runPlan(ctx context.Context) (kerneltest.Results, error) {
-	res := kerneltest.Results{BaselineFDs: map[string]int{}, BaselineThreads: map[string]int{}}
+	res := kerneltest.Results{BaselineFDs: map[string]int{}, BaselineThreads: map[string]int{}, BaselineGoroutines: map[string]int{}}
 	if err := g.waitOnline(ctx, time.Time{}, 60*time.Second); err != nil {
 		return res, err
 	}
@@ -477,6 +529,7 @@ func (g *guest) runPlan(ctx context.Context) (kerneltest.Results, error) {
 	for _, b := range g.plan.Bridges {
 		pid := g.procs[b.Name].Pid
 		res.BaselineFDs[b.Name], res.BaselineThreads[b.Name] = fdCount(pid), threadCount(pid)
+		res.BaselineGoroutines[b.Name] = goroutines(b.Name)
 	}
 	for _, sc := range g.plan.Scenarios {
 		for cycle := 1; cycle <= sc.Cycles; cycle++ {
@@ -583,10 +636,11 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 				break
 			}
 			if time.Now().After(deadline) {
-				// Recorded as a cycle without a node: nothing recovers, the
-				// host's criteria fail it, and the next cycles still run.
+				// Recorded as a cycle without a node (Node ""): qemu did not
+				// re-attach the device, which the host counts as the rig's
+				// failure, not the bridge's; the next cycles still run.
 				g.log.Error("no ttyUSB node within 15s of device_add", "adapter", i)
-				times[i].node, times[i].nodeName = time.Now(), "(none)"
+				times[i].node, times[i].nodeName = time.Now(), ""
 				break
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -644,7 +698,23 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 			ExpectRecovery: expect(b), InRequest: t.inRequest, Node: t.nodeName,
 			DetectMS: -1, NodeToStateMS: -1, AddToStateMS: -1, OfflineMS: -1,
 			OutageMS: ms(t.add.Sub(t.del)),
-			FDs:      fdCount(pid), Threads: threadCount(pid),
+			FDs:      fdCount(pid), Threads: threadCount(pid), Goroutines: goroutines(b.Name),
+			ChmodMS: -1, ByIDMS: -1, FirstAttemptMS: -1, OpenMS: -1, OnlineMS: -1,
+		}
+		if t.nodeName != "" {
+			since := func(e event, ok bool) float64 {
+				if !ok {
+					return -1
+				}
+				return ms(e.at.Sub(t.node))
+			}
+			c.ChmodMS = since(g.j.find(t.node, func(e event) bool { return e.kind == "chmod" && e.node == t.nodeName }))
+			serial := g.plan.Adapters[b.Adapter].USBSerial
+			c.ByIDMS = since(g.j.find(t.node, func(e event) bool { return e.kind == "byid" && strings.Contains(e.node, "_"+serial+"-") }))
+			lines := bridgeLog(b.Name)
+			c.FirstAttemptMS = sinceLog(lines, t.node, "open failed", "open denied, waiting for udev to set the group", "port opened")
+			c.OpenMS = sinceLog(lines, t.node, "port opened")
+			c.OnlineMS = sinceLog(lines, t.node, "serial link online")
 		}
 		if wall := cpuEnd.Sub(t.del); wall > 0 {
 			c.CPUWindowMS = ms(wall)
@@ -657,7 +727,7 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 		}); ok && e.at.Before(t.node) {
 			c.DetectMS = max(0, ms(e.at.Sub(t.del)))
 		}
-		if e, ok := g.j.find(t.node, func(e event) bool { return e.kind == "state" && e.bridge == b.Name }); ok && t.nodeName != "(none)" {
+		if e, ok := g.j.find(t.node, func(e event) bool { return e.kind == "state" && e.bridge == b.Name }); ok && t.nodeName != "" {
 			c.NodeToStateMS, c.AddToStateMS = ms(e.at.Sub(t.node)), ms(e.at.Sub(t.add))
 		}
 		if e, ok := g.j.find(t.del, func(e event) bool {
@@ -674,10 +744,62 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 	// numbers are what later cycles expect, so renumber from the kernel's view.
 	if sc.HoldOldFD {
 		for i, t := range times {
-			g.minor[i] = t.nodeName
+			if t.nodeName != "" {
+				g.minor[i] = t.nodeName
+			}
 		}
 	}
 	return out, nil
+}
+
+// logLine is one line of a bridge's JSON log.
+type logLine struct {
+	Time time.Time `json:"time"`
+	Msg  string    `json:"msg"`
+}
+
+// bridgeLog reads the bridge's log (EM340_LOG_FORMAT=json, on tmpfs).
+func bridgeLog(name string) []logLine {
+	f, err := os.Open(filepath.Join("/tmp", name+".log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var lines []logLine
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		var l logLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil && !l.Time.IsZero() {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// sinceLog is the time from t to the first line after t with one of msgs, in
+// ms; -1 if there is none.
+func sinceLog(lines []logLine, t time.Time, msgs ...string) float64 {
+	for _, l := range lines {
+		if l.Time.After(t) && slices.Contains(msgs, l.Msg) {
+			return ms(l.Time.Sub(t))
+		}
+	}
+	return -1
+}
+
+// goroutines is the count in the bridge's status file, written every second;
+// -1 if it cannot be read.
+func goroutines(name string) int {
+	b, err := os.ReadFile(filepath.Join("/tmp", name, "status"))
+	if err != nil {
+		return -1
+	}
+	var st bridge.HealthStatus
+	if json.Unmarshal(b, &st) != nil || st.Goroutines == 0 {
+		return -1
+	}
+	return st.Goroutines
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
