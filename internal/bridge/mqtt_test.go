@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
-	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/em340-bridge/em340-bridge/discovery"
+	"github.com/em340-bridge/em340-bridge/internal/brokertest"
 	"github.com/em340-bridge/em340-bridge/internal/config"
 	"github.com/em340-bridge/em340-bridge/internal/hass"
 	"github.com/em340-bridge/em340-bridge/internal/testenv"
@@ -121,20 +121,21 @@ func TestRefusedLoginIsExplainedOnce(t *testing.T) {
 		st, err := readStatus(statusFile)
 		return err == nil && st.Link == "online" && !st.MQTTConnected && st.LastPoll.After(st.MQTTSince)
 	})
-	if n := len(ha.messages()); n != 0 {
+	if n := len(ha.Messages(0)); n != 0 {
 		t.Fatalf("HA received %d messages while the bridge's login was refused", n)
 	}
 
 	// The broker now takes the bridge's password: the next retry logs in.
 	broker.setPassword(t, "em340", "wrong")
-	ha.wait(t, topics.MeterState(), func(p string) bool { return strings.Contains(p, `"energy_import":`) })
-	h := ha.recorded(t, cfg.HADiscoveryPrefix)
+	ha.Wait(0, topics.MeterState(), func(p string) bool { return strings.Contains(p, `"energy_import":`) }, loginWait)
+	ha.Wait(0, topics.MeterAvailability(), brokertest.Equals("online"), loginWait) // just after the state
+	h := recordedBy(t, ha, cfg.HADiscoveryPrefix)
 	now := time.Now()
+
 	// The link's retained state is published before the bridge's config, so
-	// HA reads it when it subscribes after discovery; internal/hass does not
-	// replay retained payloads, so the topic itself is checked.
-	if got := ha.last(topics.Link()); !strings.Contains(got, `"state":"online"`) {
-		t.Errorf("the link topic says %s, want online", got)
+	// HA reads it when it subscribes after discovery.
+	if got, _ := ha.Last(topics.Link()); !strings.Contains(got.Payload, `"state":"online"`) {
+		t.Errorf("the link topic says %s, want online", got.Payload)
 	}
 	for _, reg := range meter.Registers() {
 		switch got := h.State(topics.MeterID()+"_"+reg.Key, now); got {
@@ -365,77 +366,24 @@ func (b *loginBroker) refusals() int {
 	return strings.Count(string(log), " (0, 135)\n")
 }
 
-// loginSubscriber is HA's view of a broker that wants a login: every message
-// on #, in order.
-type loginSubscriber struct {
-	mu   sync.Mutex
-	msgs []hass.Message
-}
-
-func (b *loginBroker) subscribe(t *testing.T, user, pw string) *loginSubscriber {
+// subscribe is HA on a broker that wants a login: every message on #.
+func (b *loginBroker) subscribe(t *testing.T, user, pw string) *brokertest.Subscriber {
 	t.Helper()
-	s := &loginSubscriber{}
-	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(b.port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(pr paho.PublishReceived) (bool, error) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			s.msgs = append(s.msgs, hass.Message{Topic: pr.Packet.Topic, Payload: string(pr.Packet.Payload), Retain: pr.Packet.Retain, At: time.Now()})
-			return true, nil
-		},
-	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ack, err := c.Connect(ctx, &paho.Connect{ClientID: "test-ha", CleanStart: true, KeepAlive: 30,
-		UsernameFlag: true, Username: user, PasswordFlag: true, Password: []byte(pw)})
+	s, err := hass.Dial(ctx, "127.0.0.1:"+strconv.Itoa(b.port), "test-ha", "#", hass.Login{User: user, Password: pw})
 	if err != nil {
-		t.Fatalf("HA's login: %v (%+v)", err, ack)
+		t.Fatalf("HA's login: %v", err)
 	}
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "#", QoS: 1, RetainAsPublished: true}}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return s
+	t.Cleanup(s.Close)
+	return brokertest.For(t, s)
 }
 
-func (s *loginSubscriber) messages() []hass.Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]hass.Message(nil), s.msgs...)
-}
-
-// wait waits for a message on topic whose payload satisfies ok.
-func (s *loginSubscriber) wait(t *testing.T, topic string, ok func(string) bool) {
-	t.Helper()
-	waitFor(t, "message on "+topic, func() bool {
-		for _, m := range s.messages() {
-			if m.Topic == topic && ok(string(m.Payload)) {
-				return true
-			}
-		}
-		return false
-	})
-}
-
-// last is the latest payload on topic.
-func (s *loginSubscriber) last(topic string) string {
-	msgs := s.messages()
-	for i := len(msgs) - 1; i >= 0; i-- {
-		if msgs[i].Topic == topic {
-			return string(msgs[i].Payload)
-		}
-	}
-	return ""
-}
-
-// recorded is what HA made of the messages, failing on anything it would warn about.
-func (s *loginSubscriber) recorded(t *testing.T, prefix string) *hass.HA {
+// recordedBy is what HA made of the messages s saw, failing on anything it would warn about.
+func recordedBy(t *testing.T, s *brokertest.Subscriber, prefix string) *hass.HA {
 	t.Helper()
 	h := hass.New(prefix)
-	for _, m := range s.messages() {
+	for _, m := range s.Messages(0) {
 		if _, err := h.Apply(m); err != nil {
 			t.Errorf("HA would warn: %v", err)
 		}

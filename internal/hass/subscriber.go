@@ -20,6 +20,7 @@ const connectTimeout = 5 * time.Second
 // message since Dial, so they stay valid after Forget.
 type Subscriber struct {
 	addr, id, filter string
+	login            *Login
 
 	mu      sync.Mutex // guards what follows
 	client  *paho.Client
@@ -29,10 +30,17 @@ type Subscriber struct {
 	arrived chan struct{} // closed at the next message, then replaced
 }
 
-// Dial connects to the broker at addr (host:port) as clientID and subscribes
-// to filter ("#" for everything). Close disconnects.
-func Dial(ctx context.Context, addr, clientID, filter string) (*Subscriber, error) {
+// Login is a user name and password for a broker that wants one, as HA's
+// MQTT integration is configured with.
+type Login struct{ User, Password string }
+
+// Dial connects to the broker at addr (host:port) as clientID, with login if
+// given, and subscribes to filter ("#" for everything). Close disconnects.
+func Dial(ctx context.Context, addr, clientID, filter string, login ...Login) (*Subscriber, error) {
 	s := &Subscriber{addr: addr, id: clientID, filter: filter, arrived: make(chan struct{})}
+	if len(login) > 0 {
+		s.login = &login[0]
+	}
 	if err := s.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -54,7 +62,12 @@ func (s *Subscriber) connect(ctx context.Context) error {
 	})
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	if _, err := client.Connect(cctx, &paho.Connect{ClientID: s.id, CleanStart: true, KeepAlive: 30}); err != nil {
+	c := &paho.Connect{ClientID: s.id, CleanStart: true, KeepAlive: 30}
+	if s.login != nil {
+		c.UsernameFlag, c.Username = true, s.login.User
+		c.PasswordFlag, c.Password = true, []byte(s.login.Password)
+	}
+	if _, err := client.Connect(cctx, c); err != nil {
 		return errors.Join(fmt.Errorf("subscriber: connect: %w", err), conn.Close())
 	}
 	sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: s.filter, QoS: 1, RetainAsPublished: true}}}
