@@ -141,9 +141,9 @@ func Run(ctx context.Context, opts Options) error {
 			before: opts.beforePoll, onReading: opts.OnReading, log: log, lastPoll: &lastPoll})
 	})
 	wg.Go(func() {
-		pub.run(work, healthTick, func(connected bool, since time.Time) {
+		pub.run(work, healthTick, func(connected bool, since time.Time, refusal string) {
 			pubBeat.beat()
-			st := HealthStatus{PID: os.Getpid(), Updated: time.Now(), MQTTConnected: connected, MQTTSince: since,
+			st := HealthStatus{PID: os.Getpid(), Updated: time.Now(), MQTTConnected: connected, MQTTSince: since, MQTTRefusal: refusal,
 				Link: string(linkState.Load().(link.LinkState)), LastPoll: time.Unix(0, lastPoll.Load()), StallTimeout: cfg.StallTimeout}
 			if err := writeStatus(cfg.StatusFile, st); err != nil {
 				log.Warn("cannot write status file", "path", cfg.StatusFile, "err", err)

@@ -23,8 +23,11 @@ type HealthStatus struct {
 	Updated       time.Time `json:"updated"`
 	MQTTConnected bool      `json:"mqtt_connected"`
 	MQTTSince     time.Time `json:"mqtt_since"` // when the broker connection last went up or down
-	Link          string    `json:"link"`       // online, reconnecting, offline
-	LastPoll      time.Time `json:"last_poll"`
+	// MQTTRefusal is, while the broker is down, why the last attempt failed
+	// and what to do (a refused login, say), so the health check can say it.
+	MQTTRefusal string    `json:"mqtt_refusal,omitempty"`
+	Link        string    `json:"link"` // online, reconnecting, offline
+	LastPoll    time.Time `json:"last_poll"`
 	// StallTimeout travels with the status: in the add-on the settings exist
 	// only in the bridge's environment, not in the health check's.
 	StallTimeout time.Duration `json:"stall_timeout_ns"`
@@ -78,7 +81,11 @@ func CheckHealth(path string, stall time.Duration, now time.Time) (HealthStatus,
 		return st, fmt.Errorf("the bridge last reported %s ago (limit %s): it is stuck or not running", age.Round(time.Second), stall)
 	}
 	if down := now.Sub(st.MQTTSince); !st.MQTTConnected && down > stall {
-		return st, fmt.Errorf("the MQTT broker has been unreachable for %s (limit %s)", down.Round(time.Second), stall)
+		err := fmt.Errorf("the MQTT broker has been unreachable for %s (limit %s)", down.Round(time.Second), stall)
+		if st.MQTTRefusal != "" {
+			err = fmt.Errorf("%w: %s", err, st.MQTTRefusal)
+		}
+		return st, err
 	}
 	return st, nil
 }

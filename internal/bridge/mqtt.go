@@ -65,6 +65,7 @@ func mqttConfig(cfg config.Config, topics discovery.Topics, pub *publisher) (aut
 		OnConnectError: func(err error) {
 			if msg := err.Error(); lastConnectErr.Swap(msg) != msg {
 				pub.log.Warn("MQTT connection failed; retrying", "url", cfg.MQTTURL, "err", err, "hint", connectHint(err))
+				pub.brokerFailed(connectHint(err))
 			}
 		},
 		ClientConfig: paho.ClientConfig{

@@ -31,6 +31,20 @@ const loginWait = 20 * time.Second
 
 const loginHint = "the broker refused the login: check EM340_MQTT_USERNAME and EM340_MQTT_PASSWORD (or EM340_MQTT_PASSWORD_FILE)"
 
+// The health check names why the broker has been down, when the bridge knows.
+func TestCheckHealthSaysWhyTheBrokerIsDown(t *testing.T) {
+	now := time.Now()
+	path := filepath.Join(t.TempDir(), "status")
+	st := HealthStatus{Updated: now, MQTTSince: now.Add(-10 * time.Minute), MQTTRefusal: loginHint, StallTimeout: time.Minute}
+	if err := writeStatus(path, st); err != nil {
+		t.Fatal(err)
+	}
+	_, err := CheckHealth(path, time.Minute, now)
+	if err == nil || !strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), loginHint) {
+		t.Errorf("CheckHealth: %v, want the broker unreachable and why", err)
+	}
+}
+
 func TestConnectHint(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -121,6 +135,10 @@ func TestRefusedLoginIsExplainedOnce(t *testing.T) {
 		st, err := readStatus(statusFile)
 		return err == nil && st.Link == "online" && !st.MQTTConnected && st.LastPoll.After(st.MQTTSince)
 	})
+	// The health check can say why the broker is down: the same hint.
+	if st, _ := readStatus(statusFile); st.MQTTRefusal != loginHint {
+		t.Errorf("status file: refusal %q, want %q", st.MQTTRefusal, loginHint)
+	}
 	if n := len(ha.Messages(0)); n != 0 {
 		t.Fatalf("HA received %d messages while the bridge's login was refused", n)
 	}

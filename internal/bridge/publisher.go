@@ -72,6 +72,7 @@ type publisher struct {
 type haState struct {
 	conn    *brokerConn       // nil while the broker is down
 	since   time.Time         // when conn last changed
+	refusal string            // why the last connection attempt failed, with what to do; "" once connected
 	acked   map[string]string // retained payloads the broker acknowledged on conn
 	refused map[string]string // topics the broker refused, with the reason last logged
 
@@ -145,10 +146,16 @@ func (p *publisher) send(ctx context.Context, f func(*haState)) {
 
 func (p *publisher) brokerUp(cm *autopaho.ConnectionManager, gone <-chan struct{}) {
 	p.send(context.Background(), func(s *haState) {
-		s.conn, s.since, s.acked = &brokerConn{cm: cm, gone: gone}, time.Now(), map[string]string{}
+		s.conn, s.since, s.acked, s.refusal = &brokerConn{cm: cm, gone: gone}, time.Now(), map[string]string{}, ""
 		s.seenConfigs, s.settleAt, s.cleaned = map[string][]byte{}, time.Time{}, ""
 		p.log.Info("MQTT connected", "url", p.cfg.MQTTURL)
 	})
+}
+
+// brokerFailed records why a connection attempt failed, for the health check
+// to say (the log says it once per change).
+func (p *publisher) brokerFailed(why string) {
+	p.send(context.Background(), func(s *haState) { s.refusal = why })
 }
 
 func (p *publisher) brokerDown() {
@@ -256,8 +263,9 @@ func (p *publisher) retainedConfig(topic string, payload []byte) {
 }
 
 // run applies events and publishes what is due until ctx is done, then tells
-// HA the bridge and the meter are gone. beat runs at every tick.
-func (p *publisher) run(ctx context.Context, tick time.Duration, beat func(mqttUp bool, since time.Time)) {
+// HA the bridge and the meter are gone. beat runs at every tick, with the
+// broker connection's state and, while down, why the last attempt failed.
+func (p *publisher) run(ctx context.Context, tick time.Duration, beat func(mqttUp bool, since time.Time, refusal string)) {
 	s := &haState{since: time.Now(), acked: map[string]string{}, refused: map[string]string{},
 		linkStatus: link.Status{State: link.Reconnecting, Cause: link.CauseStarting, Device: p.cfg.SerialDevice}}
 	for _, mc := range p.cfg.Meters() {
@@ -287,7 +295,7 @@ func (p *publisher) run(ctx context.Context, tick time.Duration, beat func(mqttU
 		if current != nil {
 			p.sync(connCtx, s)
 		}
-		beat(s.conn != nil, s.since)
+		beat(s.conn != nil, s.since, s.refusal)
 		select {
 		case <-ctx.Done():
 			p.shutdown(s)
