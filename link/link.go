@@ -235,7 +235,7 @@ func (l *Link) afterSession(ctx context.Context, i int, err error) {
 		answering := l.status.Units[i].Answering
 		l.mu.Unlock()
 		if !answering {
-			l.unitAnswers(i, nil)
+			l.unitAnswers(i)
 		}
 		return
 	}

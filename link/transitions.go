@@ -113,7 +113,7 @@ func onlineCause(units []UnitStatus) (Cause, string) {
 }
 
 // unitAnswers records that the meter at index i answers again.
-func (l *Link) unitAnswers(i int, _ error) {
+func (l *Link) unitAnswers(i int) {
 	l.change(func(time.Time) {
 		if l.status.State != Online {
 			return

@@ -96,11 +96,7 @@ func TestWatchSeesThePathComeBack(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.follow()
-			ctx, cancel := context.WithCancel(context.Background())
-			var running sync.WaitGroup
-			running.Go(func() { w.run(ctx) })
-			defer func() { cancel(); running.Wait(); _ = w.close() }()
+			runWatch(t, w)
 
 			for cycle := 0; cycle < 3; cycle++ {
 				if len(tt.unplug) > 0 {
@@ -169,11 +165,7 @@ func TestWatchWakesForNewTTYsAndModesNotWrites(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.follow()
-			ctx, cancel := context.WithCancel(context.Background())
-			var running sync.WaitGroup
-			running.Go(func() { w.run(ctx) })
-			defer func() { cancel(); running.Wait(); _ = w.close() }()
+			runWatch(t, w)
 
 			tt.op(root)
 			// The watch follows the configured path: once it watches serial/,
@@ -251,4 +243,14 @@ func TestWatchDirs(t *testing.T) {
 	if !has(dirs, root, filepath.Join(root, "serial"), filepath.Join(root, "serial", "by-id"), other) {
 		t.Fatalf("by-id present: %v", dirs)
 	}
+}
+
+// runWatch follows w's directories and runs it until the test ends.
+func runWatch(t *testing.T, w *dirWatch) {
+	t.Helper()
+	w.follow()
+	ctx, cancel := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	running.Go(func() { w.run(ctx) })
+	t.Cleanup(func() { cancel(); running.Wait(); _ = w.close() })
 }

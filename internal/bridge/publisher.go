@@ -430,7 +430,7 @@ func (p *publisher) syncRetained(ctx context.Context, s *haState) bool {
 		if published && previous == string(m.Payload) {
 			continue
 		}
-		if published && p.isMeterConfig(s, m.Topic) && !p.dropComponents(ctx, s, m, previous) {
+		if mh := s.meterWithConfig(m.Topic); published && mh != nil && !p.dropComponents(ctx, s, mh, previous) {
 			return false
 		}
 		if !p.publish(ctx, s, m) && ctx.Err() != nil {
@@ -440,30 +440,27 @@ func (p *publisher) syncRetained(ctx context.Context, s *haState) bool {
 	return true
 }
 
-// isMeterConfig: topic is the discovery config of a current meter.
-func (p *publisher) isMeterConfig(s *haState, topic string) bool {
-	return slices.ContainsFunc(s.meters, func(m *meterHA) bool { return m.topics != nil && m.topics.MeterConfig() == topic })
+// meterWithConfig is the current meter whose discovery config is on topic; nil if none.
+func (s *haState) meterWithConfig(topic string) *meterHA {
+	for _, m := range s.meters {
+		if m.topics != nil && m.topics.MeterConfig() == topic {
+			return m
+		}
+	}
+	return nil
 }
 
 // dropComponents removes from HA the entities that a meter's previous config
 // on this connection had and its new one lacks (a mode A meter loses export,
 // a meter announced before it answered loses what it turns out not to have):
 // a device config that merely leaves a component out does not remove it.
-func (p *publisher) dropComponents(ctx context.Context, s *haState, m discovery.Message, previous string) bool {
-	for _, mh := range s.meters {
-		if mh.topics == nil || mh.topics.MeterConfig() != m.Topic {
-			continue
-		}
-		current := p.meterConfig(mh)
-		stale, err := discovery.StaleComponents([]byte(previous), current)
-		if err != nil || len(stale) == 0 {
-			return true
-		}
-		if !p.publish(ctx, s, current.WithRemovedComponents(stale...).Message()) {
-			return ctx.Err() == nil
-		}
+func (p *publisher) dropComponents(ctx context.Context, s *haState, m *meterHA, previous string) bool {
+	current := p.meterConfig(m)
+	stale, err := discovery.StaleComponents([]byte(previous), current)
+	if err != nil || len(stale) == 0 {
+		return true
 	}
-	return true
+	return p.publish(ctx, s, current.WithRemovedComponents(stale...).Message()) || ctx.Err() == nil
 }
 
 // publish sends m and records the acknowledgement of a retained message.
@@ -529,10 +526,10 @@ func (p *publisher) planCleanup(s *haState) {
 	configs := parseConfigs(s.seenConfigs)
 	bridgeID := p.bridge.BridgeID()
 	for _, c := range configs {
-		mine := slices.IndexFunc(s.meters, func(m *meterHA) bool { return m.topics != nil && m.topics.MeterConfig() == c.topic })
+		mine := s.meterWithConfig(c.topic)
 		switch {
-		case mine >= 0:
-			current := p.meterConfig(s.meters[mine])
+		case mine != nil:
+			current := p.meterConfig(mine)
 			if stale, err := discovery.StaleComponents(c.raw, current); err == nil && len(stale) > 0 {
 				plan.add(current.WithRemovedComponents(stale...).Message(), current.Message())
 			}
