@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"syscall"
 	"time"
 
 	"go.bug.st/serial"
+	"golang.org/x/sys/unix"
 )
 
 // readSlice bounds one blocking read: between slices the request checks its
@@ -36,15 +38,34 @@ type serialLine struct{ sp serial.Port }
 // the modem lines alone (InitialStatusBits nil, no DTR/RTS ioctls): a pty
 // rejects those. It is the seam tests replace to make an open fail the way a
 // real adapter can.
-func openRTU(path string, s Serial) (port, error) {
-	l, err := openSerial(path, s)
+func openRTU(path string, s Serial, sys sysfs, log *slog.Logger) (port, error) {
+	l, err := openSerial(path, s, sys, log)
 	if err != nil {
 		return nil, err
 	}
 	return newRTUPort(l, s), nil
 }
 
-func openSerial(path string, s Serial) (serialLine, error) {
+// openSerial opens the port; an FTDI adapter's latency timer is set to 1 ms
+// on the way (see latency.go).
+func openSerial(path string, s Serial, sys sysfs, log *slog.Logger) (serialLine, error) {
+	if timer, ok := ftdiLatencyTimer(sys, path); ok && timer != "1" {
+		// Through an fd of our own, opened first and held across
+		// serial.Open: the driver's open (a reset and the line settings,
+		// USB control transfers each) runs once, for this fd, and the
+		// library's is a second open of an open tty. go.bug.st/serial keeps
+		// its fd to itself, and its TIOCEXCL would refuse an open after it.
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return serialLine{}, openError(path, err)
+		}
+		defer unix.Close(fd)
+		if err := setLowLatency(fd); err != nil {
+			log.Warn("FTDI latency timer left as it was: the end of every reply may wait for it", "device", path, "latency_timer", timer, "err", err)
+		} else {
+			log.Debug("FTDI latency timer set to 1 ms", "device", path, "was", timer)
+		}
+	}
 	mode := &serial.Mode{BaudRate: s.Baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}
 	if mode.BaudRate <= 0 {
 		mode.BaudRate = 9600

@@ -121,7 +121,9 @@ func New(cfg Config) *Link {
 		}
 	}
 	if l.cfg.open == nil {
-		l.cfg.open = func(_ context.Context, path string, s Serial) (port, error) { return openRTU(path, s) }
+		l.cfg.open = func(_ context.Context, path string, s Serial) (port, error) {
+			return openRTU(path, s, cfg.sys, cfg.Logger)
+		}
 	}
 	return l
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -365,7 +366,7 @@ func TestOpenDenied(t *testing.T) {
 					denied.Add(1)
 					return nil, tt.err
 				}
-				return openRTU(path, s)
+				return openRTU(path, s, sysfs{}, slog.New(slog.DiscardHandler))
 			}
 			r := newRig(t, rigOptions{cfg: Config{open: open, Backoff: tt.backoff}})
 			until.Store(time.Now().Add(tt.denyFor).UnixNano())

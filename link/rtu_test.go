@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -25,7 +26,7 @@ func openSim(t *testing.T, s Serial) (*emsim.Sim, *rtuPort) {
 	if s.Baud == 0 {
 		s = Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: 300 * time.Millisecond}
 	}
-	p, err := openRTU(path, s)
+	p, err := openRTU(path, s, sysfs{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

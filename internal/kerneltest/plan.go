@@ -48,6 +48,7 @@ type Scenario struct {
 
 // Results is what the guest writes back, as results.json on the share.
 type Results struct {
+	Starts []Start `json:"starts"` // in the order the bridges were started, one at a time
 	Cycles []Cycle `json:"cycles"`
 	// PermissionDenied lists every link message with cause "permission denied",
 	// "bridge: payload".
@@ -57,7 +58,12 @@ type Results struct {
 	// BaselineGoroutines is each bridge's goroutine count (from its status
 	// file) in steady state before the first cycle.
 	BaselineGoroutines map[string]int `json:"baseline_goroutines"`
-	Error              string         `json:"error,omitempty"`
+	// AdapterRoundTripMS is what one request took through an emulated
+	// adapter beyond its bytes on the wire (median, worst of 20), measured
+	// at the end of the run with that adapter's bridge stopped.
+	AdapterRoundTripMS      float64 `json:"adapter_round_trip_ms"`
+	AdapterRoundTripWorstMS float64 `json:"adapter_round_trip_worst_ms"`
+	Error                   string  `json:"error,omitempty"`
 }
 
 // Cycle is one bridge's view of one unplug/replug cycle. Durations are
@@ -93,4 +99,24 @@ type Cycle struct {
 	OpenMS         float64 `json:"open_ms"`
 	OnlineMS       float64 `json:"online_ms"`
 	LastLink       string  `json:"last_link"` // last link payload at the end of the cycle
+	// LatencyTimer is the FTDI latency timer (ms, from sysfs) of the node the
+	// kernel created, at the end of the cycle; -1 = unreadable.
+	LatencyTimer int `json:"latency_timer"`
+}
+
+// Start is one bridge's start, in ms on the guest's clock from the moment
+// before exec (-1 = not seen): its first log line (the Go runtime up, the
+// configuration read), the port open and the link online (from its log), the
+// first state at the subscriber.
+type Start struct {
+	Bridge     string  `json:"bridge"`
+	Kind       string  `json:"kind"`
+	User       string  `json:"user"`
+	StartingMS float64 `json:"starting_ms"`
+	OpenMS     float64 `json:"open_ms"`
+	OnlineMS   float64 `json:"online_ms"`
+	StateMS    float64 `json:"state_ms"`
+	// LatencyTimer is the adapter's FTDI latency timer (ms, from sysfs) once
+	// the state has come; -1 = unreadable.
+	LatencyTimer int `json:"latency_timer"`
 }

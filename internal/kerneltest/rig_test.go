@@ -113,8 +113,12 @@ func TestRealKernelUnplug(t *testing.T) {
 	}
 
 	console := filepath.Join(dir, "console.log")
+	// Two vCPUs (multi-threaded TCG), as on any machine that runs Home
+	// Assistant: with one, udevd's workers, the broker, the subscriber and
+	// six bridges took turns on a single emulated CPU, and what was measured
+	// was mostly whose turn it was.
 	args := []string{
-		"-accel", "tcg", "-m", "512", "-smp", "1", "-nographic", "-monitor", "none", "-no-reboot", "-nic", "none",
+		"-accel", "tcg,thread=multi", "-m", "512", "-smp", "2", "-nographic", "-monitor", "none", "-no-reboot", "-nic", "none",
 		"-kernel", root.kernel(), "-initrd", initrd, "-append", "console=ttyS0 panic=-1 quiet",
 		"-serial", "file:" + console,
 		"-chardev", "socket,id=ctl,path=" + filepath.Join(dir, "ctl.sock") + ",server=on,wait=off",
@@ -191,6 +195,16 @@ func judge(t *testing.T, res Results, nBridges int) {
 	for _, sc := range scenarios {
 		wantCycles += sc.Cycles * nBridges
 	}
+	if len(res.Starts) != nBridges {
+		t.Errorf("results have %d bridge starts, want %d", len(res.Starts), nBridges)
+	}
+	// ftdi_sio keeps the chip's 16 ms latency timer unless asked; the bridge
+	// asks, as root and as a dialout user alike (see link/latency.go).
+	for _, st := range res.Starts {
+		if st.LatencyTimer != 1 {
+			t.Errorf("start of %s as %s: the adapter's FTDI latency timer is %d ms, want 1", st.Kind, st.User, st.LatencyTimer)
+		}
+	}
 	if len(res.Cycles) != wantCycles {
 		t.Errorf("results have %d bridge cycles, want %d", len(res.Cycles), wantCycles)
 	}
@@ -237,6 +251,9 @@ func judge(t *testing.T, res Results, nBridges int) {
 		case c.NodeToStateMS > float64(targetNodeToState.Milliseconds()):
 			t.Logf("%s: first state %.0f ms after the node, over the %v target", id, c.NodeToStateMS, targetNodeToState)
 		}
+		if c.NodeToStateMS >= 0 && c.LatencyTimer != 1 {
+			t.Errorf("%s: %s's FTDI latency timer is %d ms after the recovery, want 1", id, c.Node, c.LatencyTimer)
+		}
 		last[c.Bridge] = c
 	}
 	for name, c := range last {
@@ -275,20 +292,141 @@ type reportRow struct {
 	FirstAttemptMS float64 `json:"first_attempt_ms"`
 	OpenMS         float64 `json:"open_ms"`
 	OnlineMS       float64 `json:"online_ms"`
+	// OpenableMS is when the bridge's user could first open the node: at once
+	// for root; for a dialout user udev's chmod (the kernel makes the node
+	// 0600 root), or the bridge's open if the rig saw the chmod later.
+	OpenableMS float64 `json:"openable_ms"`
 	// The requests the simulator answered from device_add to the end of the
-	// first complete snapshot, their wire minimum (see wireMinimum) and
-	// node→state minus it; -1 when there was no such snapshot.
-	Requests     int     `json:"requests"`
-	WireMinMS    float64 `json:"wire_min_ms"`
-	OverWireMS   float64 `json:"over_wire_ms"`
-	Goroutines   int     `json:"goroutines"`
-	BaselineGors int     `json:"baseline_goroutines"`
+	// first complete snapshot (-1: none), and the state's excess over their
+	// wire minimum (wireMinimum), from the node and from OpenableMS.
+	Requests int `json:"requests"`
+	wireFigures
+	LatencyTimer int `json:"latency_timer"`
+	Goroutines   int `json:"goroutines"`
+	BaselineGors int `json:"baseline_goroutines"`
+}
+
+// wireFigures is a first state's excess over the wire minimum under both
+// assumptions of the meter's latency: none (the simulator answers at once)
+// and the adapter's measured round trip (Results.AdapterRoundTripMS), which
+// is what a request costs through the emulated adapter however fast the
+// program that sends it. -1 = not known.
+type wireFigures struct {
+	WireMinMS        float64 `json:"wire_min_ms"`          // 0 ms latency
+	WireMinAdapterMS float64 `json:"wire_min_adapter_ms"`  // the adapter's round trip per request
+	OverMS           float64 `json:"over_wire_ms"`         // from the node (a start: from exec), 0 ms latency
+	OverAdapterMS    float64 `json:"over_wire_adapter_ms"` // the same with the adapter's latency
+	// From when the node was openable (a start: from the bridge's first log
+	// line), with the adapter's latency.
+	OverLaterMS float64 `json:"over_wire_adapter_from_openable_ms"`
+}
+
+func unknownWire() wireFigures { return wireFigures{-1, -1, -1, -1, -1} }
+
+// startRow is one bridge's start: ms from exec (guest clock), -1 = never.
+type startRow struct {
+	Kind       string  `json:"kind"`
+	User       string  `json:"user"`
+	StartingMS float64 `json:"starting_ms"` // its first log line: runtime up, configuration read
+	OpenMS     float64 `json:"open_ms"`
+	OnlineMS   float64 `json:"online_ms"`
+	StateMS    float64 `json:"state_ms"`
+	Requests   int     `json:"requests"` // up to the end of the first complete snapshot
+	wireFigures
+	LatencyTimer int `json:"latency_timer"`
+}
+
+// nearWire is issue 12's target: the first state within this much of the
+// wire minimum of the requests that brought it. Reported, not asserted.
+const nearWire = 100.0 // ms
+
+// within counts how many known excesses over the wire minimum are ≤ nearWire.
+type within struct{ n, of int }
+
+func (w *within) add(over float64, known bool) {
+	if !known {
+		return
+	}
+	w.of++
+	if over <= nearWire {
+		w.n++
+	}
+}
+
+func (w within) String() string { return fmt.Sprintf("%d of %d", w.n, w.of) }
+
+// tally counts, per user, the rows within nearWire under each way of counting.
+type tally struct{ zero, adapter, later map[string]*within }
+
+func newTally() tally {
+	m := func() map[string]*within { return map[string]*within{UserRoot: {}, UserDialout: {}} }
+	return tally{m(), m(), m()}
+}
+
+func (t tally) add(user string, w wireFigures, laterKnown bool) {
+	t.zero[user].add(w.OverMS, true)
+	t.adapter[user].add(w.OverAdapterMS, true)
+	t.later[user].add(w.OverLaterMS, laterKnown)
+}
+
+func (t tally) String() string {
+	return fmt.Sprintf("0 ms latency: root %v, dialout %v; adapter latency: root %v, dialout %v; the same, from when it could begin: root %v, dialout %v",
+		t.zero[UserRoot], t.zero[UserDialout], t.adapter[UserRoot], t.adapter[UserDialout], t.later[UserRoot], t.later[UserDialout])
 }
 
 func report(t *testing.T, res Results, bridges []Bridge, replugs *replugLog) {
 	t.Helper()
 	snapshot, err := meter.Plan(meter.Registers(), true, simMaxWords)
 	must(t, err)
+	adapterLatency := time.Duration(res.AdapterRoundTripMS * float64(time.Millisecond))
+	// figures cuts reqs at the first complete snapshot and sets the excess of
+	// a first state that came total ms after its start, and later ms after
+	// the moment it could begin (later < 0: not known).
+	figures := func(reqs []emsim.Request, total, later float64) (int, wireFigures, bool) {
+		first, ok := reconnectRequests(reqs, snapshot)
+		if !ok || total < 0 {
+			return -1, unknownWire(), false
+		}
+		msOf := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		w := wireFigures{WireMinMS: msOf(wireMinimum(first, simLatency)), WireMinAdapterMS: msOf(wireMinimum(first, simLatency+adapterLatency)), OverLaterMS: -1}
+		w.OverMS, w.OverAdapterMS = total-w.WireMinMS, total-w.WireMinAdapterMS
+		if later >= 0 {
+			w.OverLaterMS = w.OverAdapterMS - later
+		}
+		return len(first), w, true
+	}
+	adapter := map[string]int{}
+	for _, b := range bridges {
+		adapter[b.Name] = b.Adapter
+	}
+	t.Logf("adapter round trip beyond the wire (the rig's meter latency): median %.1f ms, worst %.1f ms of 20 requests",
+		res.AdapterRoundTripMS, res.AdapterRoundTripWorstMS)
+
+	var b strings.Builder
+	var starts []startRow
+	startTally := newTally()
+	fmt.Fprintf(&b, "%-6s %-7s %8s %5s %6s %6s %4s %5s %5s %5s %6s %7s\n",
+		"path", "user", "starting", "open", "online", "state", "reqs", "wire", "over0", "over", "over-s", "latency")
+	for _, st := range res.Starts {
+		row := startRow{Kind: st.Kind, User: st.User, StartingMS: st.StartingMS, OpenMS: st.OpenMS, OnlineMS: st.OnlineMS, StateMS: st.StateMS,
+			Requests: -1, wireFigures: unknownWire(), LatencyTimer: st.LatencyTimer}
+		if reqs, ok := replugs.start(adapter[st.Bridge]); ok {
+			var known bool
+			if row.Requests, row.wireFigures, known = figures(reqs, st.StateMS, st.StartingMS); known {
+				startTally.add(st.User, row.wireFigures, st.StartingMS >= 0)
+			}
+		}
+		starts = append(starts, row)
+		fmt.Fprintf(&b, "%-6s %-7s %8.0f %5.0f %6.0f %6.0f %4d %5.0f %5.0f %5.0f %6.0f %7d\n",
+			row.Kind, row.User, row.StartingMS, row.OpenMS, row.OnlineMS, row.StateMS, row.Requests,
+			row.WireMinAdapterMS, row.OverMS, row.OverAdapterMS, row.OverLaterMS, row.LatencyTimer)
+	}
+	t.Logf("real-kernel start, one bridge at a time: ms from exec (guest clock; -1 = never): the bridge's first log line, port open, "+
+		"link online, first state on MQTT; the requests answered up to the first complete snapshot and their wire minimum "+
+		"(%d baud, 10 bits a byte, %v gap, the adapter's round trip as the meter's latency); the state's excess over it "+
+		"with 0 ms latency (over0), with the adapter's (over), and that from the first log line (over-s); the FTDI latency timer after.\n"+
+		"Within %.0f ms: %v:\n%s", rigBaud, meterGap, nearWire, startTally, b.String())
+
 	// The k-th cycle of the plan is every adapter's k-th replug.
 	ordinal := map[string]int{}
 	for _, sc := range scenarios {
@@ -296,38 +434,48 @@ func report(t *testing.T, res Results, bridges []Bridge, replugs *replugLog) {
 			ordinal[fmt.Sprintf("%s#%d", sc.Name, n)] = len(ordinal)
 		}
 	}
-	adapter := map[string]int{}
-	for _, b := range bridges {
-		adapter[b.Name] = b.Adapter
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-11s %1s %-6s %-7s %6s %5s %5s %5s %5s %6s %6s %6s %4s %5s %5s %5s %3s\n",
-		"scenario", "#", "path", "user", "detect", "chmod", "by-id", "try", "open", "online", "state", "add→st", "reqs", "wire", "over", "cpu%", "gor")
+	b.Reset()
+	fmt.Fprintf(&b, "%-11s %1s %-6s %-7s %6s %5s %5s %5s %5s %6s %6s %6s %4s %5s %5s %5s %6s %5s %3s\n",
+		"scenario", "#", "path", "user", "detect", "chmod", "by-id", "try", "open", "online", "state", "add→st",
+		"reqs", "wire", "over0", "over", "over-u", "cpu%", "gor")
 	var rows []reportRow
+	replugTally := newTally()
 	for _, c := range res.Cycles {
 		row := reportRow{Scenario: c.Scenario, Cycle: c.Cycle, Kind: c.Kind, User: c.User, DetectMS: c.DetectMS,
 			NodeToStateMS: c.NodeToStateMS, AddToStateMS: c.AddToStateMS, CPUPercent: c.CPUPercent, InRequest: c.InRequest, Node: c.Node,
 			ChmodMS: c.ChmodMS, ByIDMS: c.ByIDMS, FirstAttemptMS: c.FirstAttemptMS, OpenMS: c.OpenMS, OnlineMS: c.OnlineMS,
-			Requests: -1, WireMinMS: -1, OverWireMS: -1, Goroutines: c.Goroutines, BaselineGors: res.BaselineGoroutines[c.Bridge]}
-		if reqs, ok := replugs.get(adapter[c.Bridge], ordinal[fmt.Sprintf("%s#%d", c.Scenario, c.Cycle)]); ok && c.NodeToStateMS >= 0 {
-			if first, ok := reconnectRequests(reqs, snapshot); ok {
-				row.Requests = len(first)
-				row.WireMinMS = float64(wireMinimum(first).Microseconds()) / 1000
-				row.OverWireMS = c.NodeToStateMS - row.WireMinMS
+			OpenableMS: -1, Requests: -1, wireFigures: unknownWire(), LatencyTimer: c.LatencyTimer,
+			Goroutines: c.Goroutines, BaselineGors: res.BaselineGoroutines[c.Bridge]}
+		switch {
+		case c.User == UserRoot:
+			row.OpenableMS = 0
+		case c.ChmodMS >= 0 && c.OpenMS >= 0:
+			row.OpenableMS = max(0, min(c.ChmodMS, c.OpenMS))
+		case c.ChmodMS >= 0:
+			row.OpenableMS = max(0, c.ChmodMS)
+		}
+		if reqs, ok := replugs.get(adapter[c.Bridge], ordinal[fmt.Sprintf("%s#%d", c.Scenario, c.Cycle)]); ok {
+			var known bool
+			if row.Requests, row.wireFigures, known = figures(reqs, c.NodeToStateMS, row.OpenableMS); known {
+				replugTally.add(c.User, row.wireFigures, row.OpenableMS >= 0)
 			}
 		}
 		rows = append(rows, row)
-		fmt.Fprintf(&b, "%-11s %1d %-6s %-7s %6.0f %5.0f %5.0f %5.0f %5.0f %6.0f %6.0f %6.0f %4d %5.0f %5.0f %5.1f %3d\n",
+		fmt.Fprintf(&b, "%-11s %1d %-6s %-7s %6.0f %5.0f %5.0f %5.0f %5.0f %6.0f %6.0f %6.0f %4d %5.0f %5.0f %5.0f %6.0f %5.1f %3d\n",
 			c.Scenario, c.Cycle, c.Kind, c.User, c.DetectMS, c.ChmodMS, c.ByIDMS, c.FirstAttemptMS, c.OpenMS, c.OnlineMS,
-			c.NodeToStateMS, c.AddToStateMS, row.Requests, row.WireMinMS, row.OverWireMS, c.CPUPercent, c.Goroutines)
+			c.NodeToStateMS, c.AddToStateMS, row.Requests, row.WireMinAdapterMS, row.OverMS, row.OverAdapterMS, row.OverLaterMS, c.CPUPercent, c.Goroutines)
 	}
 	t.Logf("real-kernel unplug: ms from the kernel creating the node (guest clock; -1 = never): udev's chmod "+
 		"and by-id link, the bridge's first open attempt, port open, link online, first state on MQTT; "+
-		"device_add → state; the requests answered up to the first complete snapshot, their wire minimum "+
-		"(%d baud, 10 bits a byte, %v gap, %v meter latency assumed) and state minus it; CPU over the outage; goroutines after the cycle:\n%s",
-		rigBaud, meterGap, simLatency, b.String())
+		"device_add → state; the requests answered up to the first complete snapshot and their wire minimum "+
+		"(%d baud, 10 bits a byte, %v gap, the adapter's round trip as the meter's latency); the state's excess over it with 0 ms "+
+		"latency (over0), with the adapter's (over), and that from when the bridge's user could open the node (over-u: udev's chmod "+
+		"for dialout); CPU over the outage; goroutines after the cycle.\nWithin %.0f ms: %v:\n%s",
+		rigBaud, meterGap, nearWire, replugTally, b.String())
 	if path := os.Getenv("EM340_KERNELTEST_REPORT"); path != "" {
-		out, err := json.MarshalIndent(map[string]any{"rows": rows, "permission_denied": res.PermissionDenied}, "", "  ")
+		out, err := json.MarshalIndent(map[string]any{
+			"adapter_round_trip_ms": res.AdapterRoundTripMS, "adapter_round_trip_worst_ms": res.AdapterRoundTripWorstMS,
+			"starts": starts, "rows": rows, "permission_denied": res.PermissionDenied}, "", "  ")
 		must(t, err)
 		must(t, os.WriteFile(path, out, 0o644))
 	}

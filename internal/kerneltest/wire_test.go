@@ -49,12 +49,12 @@ func reconnectRequests(reqs []emsim.Request, snapshot []meter.Block) ([]emsim.Re
 }
 
 // wireMinimum is the least time reqs take on the line: every read request
-// (8 bytes) and its reply (5 + 2 per register), the meter's think time for
+// (8 bytes) and its reply (5 + 2 per register), the meter's latency for
 // each, and the meter's gap between a reply and the next request.
-func wireMinimum(reqs []emsim.Request) time.Duration {
+func wireMinimum(reqs []emsim.Request, latency time.Duration) time.Duration {
 	var d time.Duration
 	for i, r := range reqs {
-		d += frameTime(8+5+2*int(r.Count)) + simLatency
+		d += frameTime(8+5+2*int(r.Count)) + latency
 		if i > 0 {
 			d += meterGap
 		}
@@ -114,14 +114,18 @@ func TestWireMinimum(t *testing.T) {
 			if !ok {
 				return
 			}
-			if w := wireMinimum(got); w != tt.wire {
+			if w := wireMinimum(got, simLatency); w != tt.wire {
 				t.Errorf("wireMinimum = %v, want %v", w, tt.wire)
 			}
 		})
 	}
+	// A meter latency counts once a request.
+	if w, want := wireMinimum(append([]emsim.Request{proof}, snap...), 3*time.Millisecond), want(counts...)+time.Duration(1+len(snap))*3*time.Millisecond; w != want {
+		t.Errorf("wireMinimum with 3 ms latency = %v, want %v", w, want)
+	}
 	// At 115200 baud the rig's reconnect is 4 requests, three 40 ms gaps.
 	got, _ := reconnectRequests(append([]emsim.Request{proof}, snap...), snapshot)
-	if w := wireMinimum(got); w < 3*meterGap || w > 3*meterGap+30*time.Millisecond {
+	if w := wireMinimum(got, simLatency); w < 3*meterGap || w > 3*meterGap+30*time.Millisecond {
 		t.Errorf("the rig's wire minimum is %v; 4 requests at 115200 baud with three 40 ms gaps are 140–150 ms", w)
 	}
 }
@@ -133,10 +137,11 @@ type replugLog struct {
 	mu      sync.Mutex
 	open    map[int]bool
 	replugs map[int][][]emsim.Request
+	starts  map[int][]emsim.Request // from the simulator's start to the first device_del
 }
 
 func newReplugLog() *replugLog {
-	return &replugLog{open: map[int]bool{}, replugs: map[int][][]emsim.Request{}}
+	return &replugLog{open: map[int]bool{}, replugs: map[int][][]emsim.Request{}, starts: map[int][]emsim.Request{}}
 }
 
 // plugged starts adapter i's log; call it before device_add.
@@ -147,15 +152,28 @@ func (l *replugLog) plugged(i int, sim *emsim.Sim) {
 	l.open[i] = true
 }
 
-// unplugged ends adapter i's log, if one is open; call it before anything
+// unplugged ends adapter i's log, if one is open (the first time, the
+// bridge's start: what came since the rig began); call it before anything
 // resets the simulator's requests.
 func (l *replugLog) unplugged(i int, sim *emsim.Sim) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if _, ok := l.starts[i]; !ok {
+		l.starts[i] = sim.Requests()
+	}
 	if l.open[i] {
 		l.replugs[i] = append(l.replugs[i], sim.Requests())
 		l.open[i] = false
 	}
+}
+
+// start returns the requests adapter i's simulator received from the rig's
+// start until its first device_del.
+func (l *replugLog) start(i int) ([]emsim.Request, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	reqs, ok := l.starts[i]
+	return reqs, ok
 }
 
 // get returns the requests of adapter i's k-th replug (0-based).

@@ -244,6 +244,7 @@ type guest struct {
 	procs   map[string]*os.Process
 	minor   map[int]string // adapter → ttyUSBn at boot
 	pdenied []string
+	starts  []kerneltest.Start
 }
 
 func newGuest(ctx context.Context, log *slog.Logger, plan kerneltest.Plan) (*guest, error) {
@@ -283,10 +284,18 @@ func newGuest(ctx context.Context, log *slog.Logger, plan kerneltest.Plan) (*gue
 		time.Sleep(100 * time.Millisecond)
 	}
 	log.Info("adapters", "nodes", g.minor)
+	if err := warmUp(ctx, plan.Env); err != nil {
+		return nil, err
+	}
+	// One at a time, each after the last one's first state: start → first
+	// state is measured, and six Go programs starting at once would measure
+	// each other.
 	for _, b := range plan.Bridges {
-		if err := g.startBridge(b); err != nil {
+		st, err := g.startBridge(ctx, b)
+		if err != nil {
 			return nil, err
 		}
+		g.starts = append(g.starts, st)
 	}
 	return g, nil
 }
@@ -320,7 +329,36 @@ func (g *guest) byID(a int) string {
 	return "/dev/serial/by-id/usb-QEMU_QEMU_USB_SERIAL_" + g.plan.Adapters[a].USBSerial + "-if00-port0"
 }
 
-func (g *guest) startBridge(b kerneltest.Bridge) error {
+// warmUp runs the bridge once before anything is measured. The guest's CPUs
+// are emulated: the first run of any code pays for its translation (over a
+// second for this binary's start), which a machine with real CPUs never
+// does. This run connects to the broker under a topic the rig does not
+// watch, looks for an adapter that is not there for two seconds and stops.
+func warmUp(ctx context.Context, env []string) error {
+	cmd := exec.CommandContext(ctx, "/usr/bin/em340-bridge")
+	cmd.Env = append(append([]string{}, env...),
+		"EM340_SERIAL_DEVICE=/dev/ttyUSB-none", "EM340_MQTT_BASE_TOPIC=warmup", "EM340_STATUS_FILE=/tmp/warmup.status")
+	out, err := os.Create("/tmp/warmup.log")
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	time.Sleep(2 * time.Second)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("warm-up bridge: %w (see /tmp/warmup.log)", err)
+	}
+	return nil
+}
+
+// startBridge starts b and waits for its first state on MQTT; the Start says
+// when things happened, from the moment before exec.
+func (g *guest) startBridge(ctx context.Context, b kerneltest.Bridge) (kerneltest.Start, error) {
+	st := kerneltest.Start{Bridge: b.Name, Kind: b.Kind, User: b.User, StartingMS: -1, StateMS: -1, OpenMS: -1, OnlineMS: -1}
 	var device string
 	switch b.Kind {
 	case kerneltest.KindFixed:
@@ -332,13 +370,13 @@ func (g *guest) startBridge(b kerneltest.Bridge) error {
 	}
 	dir := "/tmp/" + b.Name
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return st, err
 	}
 	// The log goes to tmpfs, not the 9p share: every 9p write costs the
 	// bridge guest CPU, which would count against it in the outage.
 	out, err := os.Create(filepath.Join("/tmp", b.Name+".log"))
 	if err != nil {
-		return err
+		return st, err
 	}
 	cmd := exec.Command("/usr/bin/em340-bridge")
 	cmd.Env = append(append([]string{}, g.plan.Env...),
@@ -349,17 +387,38 @@ func (g *guest) startBridge(b kerneltest.Bridge) error {
 	cmd.Stdout, cmd.Stderr = out, out
 	if b.User == kerneltest.UserDialout {
 		if err := os.Chown(dir, 1000, 1000); err != nil {
-			return err
+			return st, err
 		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000, Groups: []uint32{20}}}
 	}
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start bridge %s: %w", b.Name, err)
+		return st, fmt.Errorf("start bridge %s: %w", b.Name, err)
 	}
 	go func() { _ = cmd.Wait() }()
 	g.procs[b.Name] = cmd.Process
 	g.log.Info("bridge started", "name", b.Name, "device", device, "pid", cmd.Process.Pid)
-	return nil
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if e, ok := g.j.find(started, func(e event) bool { return e.kind == "state" && e.bridge == b.Name }); ok {
+			st.StateMS = ms(e.at.Sub(started))
+			break
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("bridge %s: no state within 30 s of its start", b.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	lines := bridgeLog(b.Name)
+	st.StartingMS = sinceLog(lines, started, "em340-bridge starting")
+	st.OpenMS = sinceLog(lines, started, "port opened")
+	st.OnlineMS = sinceLog(lines, started, "serial link online")
+	st.LatencyTimer = latencyTimer(g.minor[b.Adapter])
+	return st, nil
 }
 
 // watchDev records, from inotify, every ttyUSB node the kernel creates in
@@ -521,7 +580,7 @@ func (g *guest) waitOnline(ctx context.Context, after time.Time, timeout time.Du
 }
 
 func (g *guest) runPlan(ctx context.Context) (kerneltest.Results, error) {
-	res := kerneltest.Results{BaselineFDs: map[string]int{}, BaselineThreads: map[string]int{}, BaselineGoroutines: map[string]int{}}
+	res := kerneltest.Results{Starts: g.starts, BaselineFDs: map[string]int{}, BaselineThreads: map[string]int{}, BaselineGoroutines: map[string]int{}}
 	if err := g.waitOnline(ctx, time.Time{}, 60*time.Second); err != nil {
 		return res, err
 	}
@@ -540,6 +599,13 @@ func (g *guest) runPlan(ctx context.Context) (kerneltest.Results, error) {
 			res.Cycles = append(res.Cycles, cycles...)
 		}
 	}
+	// Last, with one bridge stopped so its adapter is free: the adapter's own
+	// latency, the meter latency the report assumes beside 0 ms.
+	var err error
+	res.AdapterRoundTripMS, res.AdapterRoundTripWorstMS, err = g.probeAdapter(g.plan.Bridges[0])
+	if err != nil {
+		return res, fmt.Errorf("adapter round trip: %w", err)
+	}
 	g.j.mu.Lock()
 	for _, e := range g.j.events {
 		if e.kind == "link" && parseLink(e.payload).Cause == "permission denied" {
@@ -548,6 +614,25 @@ func (g *guest) runPlan(ctx context.Context) (kerneltest.Results, error) {
 	}
 	g.j.mu.Unlock()
 	return res, nil
+}
+
+// probeAdapter stops bridge b and measures its adapter's round trip (see
+// adapterRoundTrip), in ms: median and worst of 20.
+func (g *guest) probeAdapter(b kerneltest.Bridge) (median, worst float64, err error) {
+	p := g.procs[b.Name]
+	if err := p.Kill(); err != nil {
+		return 0, 0, err
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.Pid)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("bridge %s still running 5 s after SIGKILL", b.Name)
+		}
+	}
+	m, w, err := adapterRoundTrip("/dev/"+g.minor[b.Adapter], 115200, 20)
+	return ms(m), ms(w), err
 }
 
 // cycle unplugs every adapter at once, waits out the outage, replugs them one
@@ -572,9 +657,9 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 		}()
 	}
 	type adapterTimes struct {
-		del, add, node time.Time
-		nodeName       string
-		inRequest      bool
+		del, addSent, add, node time.Time
+		nodeName                string
+		inRequest               bool
 	}
 	times := make([]adapterTimes, len(g.plan.Adapters))
 	cpu0 := map[string]int{}
@@ -626,7 +711,7 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 		if !strings.HasPrefix(r.line, fmt.Sprintf("ok add %d", i)) {
 			return nil, fmt.Errorf("host: %q", r.line)
 		}
-		times[i].add = r.at
+		times[i].addSent, times[i].add = sent, r.at
 		// Adapters are replugged one at a time, so a node whose adapter could
 		// not be read from sysfs is this one's.
 		deadline := time.Now().Add(15 * time.Second)
@@ -689,6 +774,22 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 		watch = 8 * time.Second // the fixed path must stay missing, not just be slow
 	}
 	time.Sleep(watch)
+	// The node's moment is the first sight of it: the rig's inotify reader or
+	// any bridge's watch, whichever woke first (with two vCPUs a bridge can).
+	logs := map[string][]logLine{}
+	for _, b := range g.plan.Bridges {
+		logs[b.Name] = bridgeLog(b.Name)
+	}
+	for i, t := range times {
+		if t.nodeName == "" {
+			continue
+		}
+		for _, lines := range logs {
+			if at, ok := sawCreate(lines, t.addSent, t.nodeName); ok && at.Before(t.node) {
+				times[i].node = at
+			}
+		}
+	}
 	var out []kerneltest.Cycle
 	for _, b := range g.plan.Bridges {
 		t := times[b.Adapter]
@@ -700,6 +801,7 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 			OutageMS: ms(t.add.Sub(t.del)),
 			FDs:      fdCount(pid), Threads: threadCount(pid), Goroutines: goroutines(b.Name),
 			ChmodMS: -1, ByIDMS: -1, FirstAttemptMS: -1, OpenMS: -1, OnlineMS: -1,
+			LatencyTimer: latencyTimer(t.nodeName),
 		}
 		if t.nodeName != "" {
 			since := func(e event, ok bool) float64 {
@@ -711,7 +813,7 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 			c.ChmodMS = since(g.j.find(t.node, func(e event) bool { return e.kind == "chmod" && e.node == t.nodeName }))
 			serial := g.plan.Adapters[b.Adapter].USBSerial
 			c.ByIDMS = since(g.j.find(t.node, func(e event) bool { return e.kind == "byid" && strings.Contains(e.node, "_"+serial+"-") }))
-			lines := bridgeLog(b.Name)
+			lines := logs[b.Name]
 			c.FirstAttemptMS = sinceLog(lines, t.node, "open failed", "open denied, waiting for udev to set the group", "port opened")
 			c.OpenMS = sinceLog(lines, t.node, "port opened")
 			c.OnlineMS = sinceLog(lines, t.node, "serial link online")
@@ -754,8 +856,21 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 
 // logLine is one line of a bridge's JSON log.
 type logLine struct {
-	Time time.Time `json:"time"`
-	Msg  string    `json:"msg"`
+	Time  time.Time `json:"time"`
+	Msg   string    `json:"msg"`
+	Event string    `json:"event"` // the watch's inotify event, on "the device may be there"
+}
+
+// sawCreate is when, after t, the bridge's directory watch logged the kernel
+// creating /dev/node.
+func sawCreate(lines []logLine, t time.Time, node string) (time.Time, bool) {
+	for _, l := range lines {
+		if l.Time.After(t) && l.Msg == "the device may be there" &&
+			strings.HasPrefix(l.Event, "CREATE") && strings.Contains(l.Event, `"/dev/`+node+`"`) {
+			return l.Time, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // bridgeLog reads the bridge's log (EM340_LOG_FORMAT=json, on tmpfs).
@@ -786,6 +901,23 @@ func sinceLog(lines []logLine, t time.Time, msgs ...string) float64 {
 		}
 	}
 	return -1
+}
+
+// latencyTimer is the FTDI latency timer of the tty node ("ttyUSB0") in ms,
+// as ftdi_sio shows it; -1 if it cannot be read.
+func latencyTimer(node string) int {
+	if node == "" {
+		return -1
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/class/tty", node, "device", "latency_timer"))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // goroutines is the count in the bridge's status file, written every second;
