@@ -31,6 +31,8 @@ import (
 
 	"github.com/em340-bridge/em340-bridge/internal/bridge"
 	"github.com/em340-bridge/em340-bridge/internal/kerneltest"
+	"github.com/em340-bridge/em340-bridge/meter"
+	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
 const share = "/mnt"
@@ -332,12 +334,18 @@ func (g *guest) byID(a int) string {
 // warmUp runs the bridge once before anything is measured. The guest's CPUs
 // are emulated: the first run of any code pays for its translation (over a
 // second for this binary's start), which a machine with real CPUs never
-// does. This run connects to the broker under a topic the rig does not
-// watch, looks for an adapter that is not there for two seconds and stops.
+// does. This run reads a simulated meter on a pty of the guest's own (the
+// adapters' simulators keep their request logs clean) and publishes under a
+// topic the rig does not watch, until its first state, then stops.
 func warmUp(ctx context.Context, env []string) error {
+	sim := emsim.New(emsim.Options{Serial: "WARMUP01", FineEnergy: true, ProductionYear: 2021, MeasurementMode: meter.MeasurementModeB})
+	if err := sim.Start("/tmp/warmup-tty"); err != nil {
+		return fmt.Errorf("warm-up meter: %w", err)
+	}
+	defer sim.Close()
 	cmd := exec.CommandContext(ctx, "/usr/bin/em340-bridge")
 	cmd.Env = append(append([]string{}, env...),
-		"EM340_SERIAL_DEVICE=/dev/ttyUSB-none", "EM340_MQTT_BASE_TOPIC=warmup", "EM340_STATUS_FILE=/tmp/warmup.status")
+		"EM340_SERIAL_DEVICE=/tmp/warmup-tty", "EM340_MQTT_BASE_TOPIC=warmup", "EM340_STATUS_FILE=/tmp/warmup.status")
 	out, err := os.Create("/tmp/warmup.log")
 	if err != nil {
 		return err
@@ -347,7 +355,22 @@ func warmUp(ctx context.Context, env []string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	time.Sleep(2 * time.Second)
+	// The status file (written every second) says when a poll succeeded; its
+	// state is published a moment after.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if b, err := os.ReadFile("/tmp/warmup.status"); err == nil {
+			var st bridge.HealthStatus
+			if json.Unmarshal(b, &st) == nil && st.LastPoll.Unix() > 0 { // 0: none yet
+				time.Sleep(500 * time.Millisecond)
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return errors.New("warm-up bridge: no state within 20 s (see /tmp/warmup.log)")
+		}
+	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		return fmt.Errorf("warm-up bridge: %w (see /tmp/warmup.log)", err)
