@@ -34,6 +34,18 @@ func TestSerialStructLayout(t *testing.T) {
 	}
 }
 
+// simNode plugs a simulated meter in on a pty and returns its node.
+func simNode(t *testing.T) string {
+	t.Helper()
+	sim := emsim.New(emsim.Options{Static: true})
+	node := filepath.Join(t.TempDir(), "ttyUSB0")
+	if err := sim.Start(node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	return node
+}
+
 // fakeSysfs lays out /sys/dev/char/MAJ:MIN/device for the node at path:
 // its driver link and, unless timer is "", the latency_timer ftdi_sio adds.
 func fakeSysfs(t *testing.T, path, driver, timer string) sysfs {
@@ -61,12 +73,7 @@ func fakeSysfs(t *testing.T, path, driver, timer string) sysfs {
 }
 
 func TestFTDILatencyTimer(t *testing.T) {
-	sim := emsim.New(emsim.Options{Static: true})
-	node := filepath.Join(t.TempDir(), "ttyUSB0")
-	if err := sim.Start(node); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	node := simNode(t)
 	regular := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(regular, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -116,12 +123,7 @@ func TestOpenSetsFTDILowLatency(t *testing.T) {
 		{"ch341", "", ""},
 	} {
 		t.Run(tt.driver+" timer "+tt.timer, func(t *testing.T) {
-			sim := emsim.New(emsim.Options{Static: true})
-			node := filepath.Join(t.TempDir(), "ttyUSB0")
-			if err := sim.Start(node); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = sim.Close() })
+			node := simNode(t)
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			p, err := openRTU(node, Serial{Baud: 115200, Timeout: time.Second}, fakeSysfs(t, node, tt.driver, tt.timer), log)
@@ -146,12 +148,7 @@ func TestOpenSetsFTDILowLatency(t *testing.T) {
 
 // On a tty without serial settings the ioctl fails cleanly, as ENOTTY.
 func TestSetLowLatencyOnPty(t *testing.T) {
-	sim := emsim.New(emsim.Options{Static: true})
-	node := filepath.Join(t.TempDir(), "ttyUSB0")
-	if err := sim.Start(node); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	node := simNode(t)
 	fd, err := unix.Open(node, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

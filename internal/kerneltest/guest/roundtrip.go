@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"go.bug.st/serial"
 )
 
 // adapterRoundTrip measures what one Modbus request costs through an
@@ -17,12 +17,13 @@ import (
 // wire minimum, as a real meter's and adapter's would be for a real line.
 // It returns the median and the largest.
 func adapterRoundTrip(node string, baud, n int) (median, worst time.Duration, err error) {
-	fd, err := unix.Open(node, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	// go.bug.st/serial, as the bridge opens its port: the same reads.
+	sp, err := serial.Open(node, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
 	if err != nil {
 		return 0, 0, err
 	}
-	defer unix.Close(fd)
-	if err := rawLine(fd, baud); err != nil {
+	defer sp.Close()
+	if err := sp.SetReadTimeout(time.Second); err != nil {
 		return 0, 0, err
 	}
 	// Unit 1, read 7 registers at 5000h, CRC 0815h (low byte first); the
@@ -31,55 +32,31 @@ func adapterRoundTrip(node string, baud, n int) (median, worst time.Duration, er
 	const replyLen = 3 + 14 + 2
 	wire := time.Duration(10*(len(req)+replyLen)) * time.Second / time.Duration(baud)
 	var samples []time.Duration
-	buf := make([]byte, 64)
+	buf := make([]byte, replyLen)
 	for range n {
 		time.Sleep(40 * time.Millisecond)
-		if err := unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIFLUSH); err != nil {
+		if err := sp.ResetInputBuffer(); err != nil {
 			return 0, 0, fmt.Errorf("flush: %w", err)
 		}
 		sent := time.Now()
-		if _, err := unix.Write(fd, req); err != nil {
+		if _, err := sp.Write(req); err != nil {
 			return 0, 0, fmt.Errorf("write: %w", err)
 		}
 		for got := 0; got < replyLen; {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if k, err := unix.Poll(fds, 1000); err != nil && err != unix.EINTR {
-				return 0, 0, fmt.Errorf("poll: %w", err)
-			} else if k == 0 {
-				return 0, 0, fmt.Errorf("no reply within 1 s (%d of %d bytes)", got, replyLen)
-			}
-			m, err := unix.Read(fd, buf[got:replyLen])
+			m, err := sp.Read(buf[got:])
 			if err != nil {
 				return 0, 0, fmt.Errorf("read: %w", err)
+			}
+			if m == 0 {
+				return 0, 0, fmt.Errorf("no reply within 1 s (%d of %d bytes)", got, replyLen)
 			}
 			got += m
 		}
 		if buf[0] != 1 || buf[1] != 0x03 || buf[2] != 14 {
-			return 0, 0, fmt.Errorf("bad reply % x", buf[:replyLen])
+			return 0, 0, fmt.Errorf("bad reply % x", buf)
 		}
 		samples = append(samples, time.Since(sent)-wire)
 	}
 	slices.Sort(samples)
 	return samples[len(samples)/2], samples[len(samples)-1], nil
-}
-
-// rawLine sets fd to raw 8N1 at baud, blocking reads of at least one byte.
-func rawLine(fd, baud int) error {
-	speeds := map[int]uint32{9600: unix.B9600, 19200: unix.B19200, 38400: unix.B38400, 115200: unix.B115200}
-	speed, ok := speeds[baud]
-	if !ok {
-		return fmt.Errorf("no termios speed for %d baud", baud)
-	}
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB | unix.CBAUD | unix.CRTSCTS
-	t.Cflag |= unix.CS8 | unix.CREAD | unix.CLOCAL | speed
-	t.Ispeed, t.Ospeed = speed, speed
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
