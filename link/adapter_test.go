@@ -1,10 +1,15 @@
 package link
 
 import (
+	"context"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,5 +165,46 @@ func TestUSBLooksOnlyForNewTTYs(t *testing.T) {
 	r.mustRead()
 	if got, want := r.looks(replug), []string{here}; !slices.Equal(got, want) {
 		t.Errorf("replug: looked at %q, want %q: found where it was", got, want)
+	}
+}
+
+// A by-id replug refused for the node's mode (udev has not set the group
+// yet) is retried, on udev's chmod, on the node the link has just identified:
+// no second look in sysfs, which udev is writing at that moment. The open
+// refuses as the kernel does for a user in group dialout: while the node
+// grants its group nothing.
+func TestDeniedNodeIsRetriedWithoutASecondLook(t *testing.T) {
+	b := ReconnectBackoff{Min: time.Minute, Max: time.Hour, Factor: 2}
+	var denied atomic.Int32
+	var looksAtDenial atomic.Int64
+	var r *rig
+	open := func(_ context.Context, path string, s Serial) (port, error) {
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o060 == 0 {
+			if denied.Add(1) == 1 {
+				looksAtDenial.Store(int64(r.lookCount()))
+			}
+			return nil, &fs.PathError{Op: "open", Path: path, Err: syscall.EACCES}
+		}
+		return openRTU(path, s, sysfs{}, slog.New(slog.DiscardHandler))
+	}
+	r = newRig(t, rigOptions{layout: byIDPath, sysfs: true, cfg: Config{Backoff: b, open: open}, pace: emsim.Pace{Chmod: 200 * time.Millisecond, Links: time.Second}})
+	r.waitState(Online, CauseNone)
+	r.unplug()
+	denied.Store(0)
+	replugged := make(chan error, 1)
+	go func() { replugged <- r.sim.Replug() }()
+	on := r.waitState(Online, CauseNone)
+	if denied.Load() == 0 {
+		t.Fatal("the replug was never refused: the node was 0660 from the start")
+	}
+	if node, _ := filepath.EvalSymlinks(r.sim.NodePath()); on.Device != node {
+		t.Fatalf("online on %q, want %q", on.Device, node)
+	}
+	if looks := int64(r.lookCount()); looks != looksAtDenial.Load() {
+		t.Errorf("%d looks in sysfs after the refusal (%d attempts refused), want none", looks-looksAtDenial.Load(), denied.Load())
+	}
+	r.mustRead()
+	if err := <-replugged; err != nil {
+		t.Fatal(err)
 	}
 }

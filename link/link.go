@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/avast/retry-go/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/em340-bridge/em340-bridge/meter"
 )
@@ -75,6 +76,9 @@ type Link struct {
 	// adapter is the USB adapter port the configured link last led to: the
 	// kernel keeps no record of an unplugged adapter, so this is the only one.
 	adapter *usbPort
+	// denied is the node the last attempt found through sysfs and could not
+	// open for EACCES (udev had not set its group yet); nil: none.
+	denied *deniedNode
 
 	notify sync.Mutex // orders OnChange calls
 	lost   chan Cause // the request path reports loss to Run
@@ -260,7 +264,7 @@ func (l *Link) connect(ctx context.Context) error {
 	known := l.adapter
 	l.mu.Unlock()
 	start := time.Now()
-	path, port, err := l.res.resolve(known)
+	path, port, err := l.resolve(known)
 	resolved := time.Since(start)
 	l.mu.Lock()
 	l.resolved = path
@@ -271,6 +275,9 @@ func (l *Link) connect(ctx context.Context) error {
 	}
 	p, err := l.cfg.open(ctx, path, l.cfg.Serial)
 	if err != nil {
+		if port != nil && classifyOpen(err) == CausePermissionDenied {
+			l.rememberDenied(path, *port)
+		}
 		l.openFailed(err)
 		return err
 	}
@@ -314,6 +321,46 @@ func (l *Link) connect(ctx context.Context) error {
 	}
 	l.goOnline(units)
 	return nil
+}
+
+// resolve is the resolver's answer, except after an EACCES on a node found
+// through sysfs: that node, if it is still the same one, is opened again
+// without a second look. The retry comes from udev's chmod, and udev is
+// writing sysfs at that moment (the look cost ~15 ms more per attempt on the
+// real-kernel rig than on a fixed path).
+func (l *Link) resolve(known *usbPort) (string, *usbPort, error) {
+	l.mu.Lock()
+	d := l.denied
+	l.denied = nil
+	l.mu.Unlock()
+	if d != nil && d.still() {
+		return d.path, &d.port, nil
+	}
+	return l.res.resolve(known)
+}
+
+// deniedNode is a node a by-id or usb: link identified and was refused.
+type deniedNode struct {
+	path      string
+	ino, rdev uint64 // the same inode and device number: the same node
+	port      usbPort
+}
+
+func (l *Link) rememberDenied(path string, port usbPort) {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return
+	}
+	l.mu.Lock()
+	l.denied = &deniedNode{path: path, ino: st.Ino, rdev: uint64(st.Rdev), port: port}
+	l.mu.Unlock()
+}
+
+// still reports whether the node is the one that was refused: a replug in
+// between makes a new node (a new inode), whatever its name.
+func (d *deniedNode) still() bool {
+	var st unix.Stat_t
+	return unix.Stat(d.path, &st) == nil && st.Ino == d.ino && uint64(st.Rdev) == d.rdev
 }
 
 // proven is a unit's status after Prove said err.
