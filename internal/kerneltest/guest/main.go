@@ -755,7 +755,7 @@ func (g *guest) cycle(ctx context.Context, sc kerneltest.Scenario, n int) ([]ker
 		}
 		// Let this adapter's bridges recover before the next device_add: under
 		// TCG the next adapter's enumeration and udev work would otherwise
-		// take the one vCPU from them and inflate what is measured.
+		// take the emulated CPUs from them and inflate what is measured.
 		settle := times[i].node.Add(2500 * time.Millisecond)
 		for time.Now().Before(settle) {
 			recovered := true
