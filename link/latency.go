@@ -14,9 +14,9 @@ import (
 // latency timer runs out, 16 ms out of reset (FTDI AN232B-04), and Linux's
 // ftdi_sio keeps that. The tail of every Modbus reply waits for the timer: up
 // to 16 ms a request, more than the whole excess over the wire the bridge
-// allows itself. The driver's low-latency flag sets the timer to 1 ms; the
-// tty's owner may set it (ASYNC_LOW_LATENCY is in ASYNC_USR_MASK), so a
-// bridge in group dialout can too. Any value but 1 is asked to change (qemu's
+// allows itself. The driver's low-latency flag sets the timer to 1 ms, and
+// it needs no privilege (ASYNC_LOW_LATENCY is in ASYNC_USR_MASK): a bridge in
+// group dialout sets it as root would. Any value but 1 is asked to change (qemu's
 // emulated chip reports 0). Other adapters (CH340, CP210x, PL2303, cdc-acm)
 // have no such timer and are left alone.
 
