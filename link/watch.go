@@ -31,18 +31,22 @@ type dirWatch struct {
 	changed  chan struct{} // something was made, removed or renamed on the way: the node in use may be gone or moved
 }
 
+// newDirWatch returns a watch already on every directory the targets run
+// through, so nothing that happens after it returns goes unseen (inotify
+// queues the events until run reads them).
 func newDirWatch(targets func() []string, present func() bool, log *slog.Logger) (*dirWatch, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	return &dirWatch{w: w, targets: targets, present: present, log: log,
-		appeared: make(chan struct{}, 1), changed: make(chan struct{}, 1)}, nil
+	d := &dirWatch{w: w, targets: targets, present: present, log: log,
+		appeared: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+	d.follow()
+	return d, nil
 }
 
 // run forwards relevant events until ctx is done.
 func (d *dirWatch) run(ctx context.Context) {
-	d.follow()
 	for {
 		select {
 		case <-ctx.Done():

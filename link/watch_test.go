@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,34 +161,56 @@ func TestWatchWakesForNewTTYsAndModesNotWrites(t *testing.T) {
 			must(t, os.Symlink("pts/7", node))
 			device := filepath.Join(root, "serial", "by-id", "usb-x") // missing
 			present := func() bool { _, err := os.Stat(device); return err == nil }
-			w, err := newDirWatch(func() []string { return []string{device, node} }, present, slog.New(slog.DiscardHandler))
+			// Every wake-up is logged with its event, where it is signalled.
+			wakes := make(chan string, 64)
+			w, err := newDirWatch(func() []string { return []string{device, node} }, present, slog.New(wakeLog{wakes}))
 			if err != nil {
 				t.Fatal(err)
 			}
 			runWatch(t, w)
 
 			tt.op(root)
-			// The watch follows the configured path: once it watches serial/,
-			// made after tt.op, it has handled tt.op (events come in order).
-			serial := filepath.Join(root, "serial")
-			must(t, os.Mkdir(serial, 0o755))
-			for deadline := time.Now().Add(hangGuard); !slices.Contains(w.w.WatchList(), serial); time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s was never watched", serial)
+			// A sentinel that wakes it: events are handled in order, so once
+			// its wake-up is seen, tt.op's events have all been handled.
+			sentinel := filepath.Join(root, "ttyUSB9")
+			touch(sentinel)
+			var before []string
+			for deadline := time.After(hangGuard); ; {
+				select {
+				case ev := <-wakes:
+					if !strings.Contains(ev, sentinel) {
+						before = append(before, ev)
+						continue
+					}
+				case <-deadline:
+					t.Fatal("the sentinel never woke the link")
 				}
+				break
 			}
-			select {
-			case <-w.appeared:
-				if !tt.wakes {
-					t.Error("woke the link")
-				}
-			default:
-				if tt.wakes {
-					t.Error("did not wake the link")
-				}
+			if woke := len(before) > 0; woke != tt.wakes {
+				t.Errorf("woke the link: %v (%q), want %v", woke, before, tt.wakes)
 			}
 		})
 	}
+}
+
+// wakeLog passes on the event of every "the device may be there" record.
+type wakeLog struct{ events chan<- string }
+
+func (h wakeLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h wakeLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h wakeLog) WithGroup(string) slog.Handler            { return h }
+func (h wakeLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "the device may be there" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "event" {
+			h.events <- a.Value.String()
+		}
+		return true
+	})
+	return nil
 }
 
 func must(t *testing.T, err error) {
@@ -245,10 +267,9 @@ func TestWatchDirs(t *testing.T) {
 	}
 }
 
-// runWatch follows w's directories and runs it until the test ends.
+// runWatch runs w (already on its directories: newDirWatch) until the test ends.
 func runWatch(t *testing.T, w *dirWatch) {
 	t.Helper()
-	w.follow()
 	ctx, cancel := context.WithCancel(context.Background())
 	var running sync.WaitGroup
 	running.Go(func() { w.run(ctx) })
