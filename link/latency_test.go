@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/em340-bridge/em340-bridge/meter"
-	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
 // The ioctl hands the kernel a struct serial_struct: 72 bytes on 64-bit
@@ -32,18 +31,6 @@ func TestSerialStructLayout(t *testing.T) {
 	if got := unsafe.Offsetof(serialStruct{}.Flags); got != 16 {
 		t.Errorf("offset of flags = %d, want 16", got)
 	}
-}
-
-// simNode plugs a simulated meter in on a pty and returns its node.
-func simNode(t *testing.T) string {
-	t.Helper()
-	sim := emsim.New(emsim.Options{Static: true})
-	node := filepath.Join(t.TempDir(), "ttyUSB0")
-	if err := sim.Start(node); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	return node
 }
 
 // fakeSysfs lays out /sys/dev/char/MAJ:MIN/device for the node at path:
@@ -73,7 +60,7 @@ func fakeSysfs(t *testing.T, path, driver, timer string) sysfs {
 }
 
 func TestFTDILatencyTimer(t *testing.T) {
-	node := simNode(t)
+	_, node := plugSim(t)
 	regular := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(regular, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -123,7 +110,7 @@ func TestOpenSetsFTDILowLatency(t *testing.T) {
 		{"ch341", "", ""},
 	} {
 		t.Run(tt.driver+" timer "+tt.timer, func(t *testing.T) {
-			node := simNode(t)
+			_, node := plugSim(t)
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			p, err := openRTU(node, Serial{Baud: 115200, Timeout: time.Second}, fakeSysfs(t, node, tt.driver, tt.timer), log)
@@ -148,7 +135,7 @@ func TestOpenSetsFTDILowLatency(t *testing.T) {
 
 // On a tty without serial settings the ioctl fails cleanly, as ENOTTY.
 func TestSetLowLatencyOnPty(t *testing.T) {
-	node := simNode(t)
+	_, node := plugSim(t)
 	fd, err := unix.Open(node, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,8 @@ import (
 	"github.com/em340-bridge/em340-bridge/meter/emsim"
 )
 
-// openSim plugs a simulated EM340 in on a pty and opens the transport on it.
-func openSim(t *testing.T, s Serial) (*emsim.Sim, *rtuPort) {
+// plugSim plugs a simulated EM340 in on a pty and returns it and its node.
+func plugSim(t *testing.T) (*emsim.Sim, string) {
 	t.Helper()
 	sim := emsim.New(emsim.Options{Static: true})
 	path := filepath.Join(t.TempDir(), "ttyUSB0")
@@ -23,6 +23,13 @@ func openSim(t *testing.T, s Serial) (*emsim.Sim, *rtuPort) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sim.Close() })
+	return sim, path
+}
+
+// openSim plugs a simulated EM340 in on a pty and opens the transport on it.
+func openSim(t *testing.T, s Serial) (*emsim.Sim, *rtuPort) {
+	t.Helper()
+	sim, path := plugSim(t)
 	if s.Baud == 0 {
 		s = Serial{Baud: 115200, Parity: "none", StopBits: 1, Timeout: 300 * time.Millisecond}
 	}
